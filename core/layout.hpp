@@ -1,0 +1,238 @@
+// The shared-memory layout of a shmap segment. Everything here lives inside the
+// segment, which every process maps at a different address: no pointers, only
+// offsets from the segment base (or arena base), each bounds-checked before use.
+//
+//   offset 0                 SegmentHeader (kHeaderBytes, page aligned)
+//     immutable part         magic, layout version, ABI word, geometry, seed, checksum
+//     state word             INITIALIZING -> READY
+//     reserved               room for the process registry and online growth
+//     counters               live keys, used slots      (own cache lines)
+//     arena top              bump offset                (own cache line)
+//     size classes[kClasses] tagged free-list head, carved, in_use (a cache line each)
+//   index_offset             SlotWord[index_slots]      (power of two, page aligned)
+//   arena_offset             arena_bytes of records     (page aligned, sparse)
+//   total_bytes              rounded up to 2 MiB (hugetlbfs-friendly)
+//
+// Slot word (64 bits), see SlotWord below:
+//   bit 63       reserved for online growth (a "frozen, being copied" mark)
+//   bits 40..62  tag: 23 low bits of (record generation >> 1)
+//   bits 32..39  fingerprint: 8 high bits of the key hash
+//   bits  0..31  ref: record offset from the arena base in 8-byte units (0 = none)
+//   EMPTY = all zero; DELETED = ref 0 with any other bit set (canonical kDeleted).
+//
+// Record (8-byte aligned, in an arena block of its size class):
+//   word 0   RecordHeader: gen (32) | key_len (12) | value_len (20)
+//   key      key_len bytes, zero padded to 8
+//   value    value_len bytes, zero padded to 8
+// gen is even while the block holds a record, odd while it is free; every
+// allocation and every free increments it, so it changes before any byte of the
+// block is rewritten (the seqlock readers validate against). A free block keeps
+// its lengths (so its size class stays known) and stores the free-list link in
+// word 1.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmap::detail {
+
+inline constexpr std::uint64_t kMagic = 0x0150414d48530a00ull;  // "\0\nSHMAP\1" little endian
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kHeaderBytes = 16384;
+inline constexpr std::size_t kPageBytes = 4096;
+inline constexpr std::size_t kSegmentAlign = std::size_t{2} << 20;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint64_t kArenaFirstOffset = 64;  // offset 0 means "no record"
+inline constexpr std::uint64_t kMaxArenaBytes = std::uint64_t{1} << 35;  // 32-bit ref x 8 bytes
+
+enum class SegmentState : std::uint32_t { initializing = 0x494e4954u, ready = 0x52454459u };
+
+// ---------------------------------------------------------------------------
+// Slot word
+// ---------------------------------------------------------------------------
+struct SlotWord {
+  static constexpr int kRefBits = 32;
+  static constexpr int kFpBits = 8;
+  static constexpr int kTagBits = 23;
+  static constexpr std::uint64_t kRefMask = (std::uint64_t{1} << kRefBits) - 1;
+  static constexpr std::uint64_t kFpMask = (std::uint64_t{1} << kFpBits) - 1;
+  static constexpr std::uint64_t kTagMask = (std::uint64_t{1} << kTagBits) - 1;
+  static constexpr int kFpShift = kRefBits;
+  static constexpr int kTagShift = kRefBits + kFpBits;
+  static constexpr std::uint64_t kFrozenBit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t kEmpty = 0;
+  static constexpr std::uint64_t kDeleted = std::uint64_t{1} << kTagShift;
+  static_assert(kTagShift + kTagBits == 63, "slot word fields must fill bits 0..62, bit 63 is reserved");
+
+  std::uint64_t raw = kEmpty;
+
+  static constexpr SlotWord live(std::uint64_t ref, std::uint32_t fp, std::uint32_t gen) {
+    return SlotWord{(ref & kRefMask) | (std::uint64_t(fp & kFpMask) << kFpShift) |
+                    (tag_of_gen(gen) << kTagShift)};
+  }
+  static constexpr std::uint64_t tag_of_gen(std::uint32_t gen) { return (gen >> 1) & kTagMask; }
+
+  constexpr bool is_empty() const { return raw == kEmpty; }
+  constexpr bool is_live() const { return ref() != 0; }
+  constexpr bool is_deleted() const { return raw != kEmpty && ref() == 0; }
+  constexpr std::uint64_t ref() const { return raw & kRefMask; }
+  constexpr std::uint32_t fp() const { return std::uint32_t((raw >> kFpShift) & kFpMask); }
+  constexpr std::uint64_t tag() const { return (raw >> kTagShift) & kTagMask; }
+  constexpr bool matches_gen(std::uint32_t gen) const { return tag() == tag_of_gen(gen); }
+  constexpr bool operator==(const SlotWord&) const = default;
+};
+
+// ---------------------------------------------------------------------------
+// Record header (word 0 of every arena block)
+// ---------------------------------------------------------------------------
+struct RecordHeader {
+  static constexpr int kKeyLenBits = 12;
+  static constexpr int kValueLenBits = 20;
+  static constexpr std::uint64_t kKeyLenMask = (std::uint64_t{1} << kKeyLenBits) - 1;
+  static constexpr std::uint64_t kValueLenMask = (std::uint64_t{1} << kValueLenBits) - 1;
+
+  std::uint64_t raw = 0;
+
+  static constexpr RecordHeader make(std::uint32_t gen, std::uint32_t klen, std::uint32_t vlen) {
+    return RecordHeader{(std::uint64_t(gen) << 32) | (std::uint64_t(klen & kKeyLenMask) << kValueLenBits) |
+                        (vlen & kValueLenMask)};
+  }
+  constexpr std::uint32_t gen() const { return std::uint32_t(raw >> 32); }
+  constexpr std::uint32_t key_len() const { return std::uint32_t((raw >> kValueLenBits) & kKeyLenMask); }
+  constexpr std::uint32_t value_len() const { return std::uint32_t(raw & kValueLenMask); }
+  constexpr bool is_allocated() const { return (gen() & 1u) == 0; }
+  // Total record bytes (header + padded key + padded value).
+  constexpr std::uint64_t record_bytes() const { return record_bytes_for(key_len(), value_len()); }
+  static constexpr std::uint64_t pad8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
+  static constexpr std::uint64_t record_bytes_for(std::uint64_t klen, std::uint64_t vlen) {
+    return 8 + pad8(klen) + pad8(vlen);
+  }
+  // The same lengths with the generation advanced by one (alloc <-> free).
+  constexpr RecordHeader next_gen() const { return RecordHeader{raw + (std::uint64_t{1} << 32)}; }
+};
+
+// ---------------------------------------------------------------------------
+// Size classes: 16..64 bytes in steps of 8, then four classes per doubling.
+// ---------------------------------------------------------------------------
+inline constexpr std::uint32_t kSmallClasses = 7;  // 16, 24, ..., 64
+
+constexpr std::uint32_t size_class_of(std::uint64_t bytes) {
+  if (bytes <= 16) return 0;
+  if (bytes <= 64) return std::uint32_t((bytes + 7) / 8 - 2);
+  const std::uint64_t s = bytes - 1;
+  const int lg = 63 - __builtin_clzll(s);  // >= 6
+  const std::uint32_t sub = std::uint32_t((s >> (lg - 2)) & 3);
+  return kSmallClasses + std::uint32_t(lg - 6) * 4 + sub;
+}
+
+constexpr std::uint64_t size_class_bytes(std::uint32_t cls) {
+  if (cls < kSmallClasses) return 16 + 8 * std::uint64_t(cls);
+  const std::uint32_t k = cls - kSmallClasses;
+  const std::uint32_t lg = 6 + k / 4;
+  const std::uint32_t sub = k % 4;
+  return std::uint64_t(5 + sub) << (lg - 2);
+}
+
+inline constexpr std::uint64_t kMaxRecordBytes =
+    RecordHeader::record_bytes_for(RecordHeader::kKeyLenMask, RecordHeader::kValueLenMask);
+inline constexpr std::uint32_t kClasses = size_class_of(kMaxRecordBytes) + 1;
+
+static_assert(size_class_bytes(size_class_of(24)) == 24, "8-byte key + 8-byte value records must not be padded");
+static_assert(size_class_bytes(size_class_of(65)) == 80 && size_class_bytes(size_class_of(129)) == 160,
+              "size classes grow by a quarter per step past 64 bytes");
+static_assert(size_class_bytes(kClasses - 1) >= kMaxRecordBytes, "the largest record must fit the largest class");
+
+// ---------------------------------------------------------------------------
+// Tagged free-list head: ref (32 bits, 8-byte units) | tag (32 bits, ABA counter)
+// ---------------------------------------------------------------------------
+struct FreeHead {
+  std::uint64_t raw = 0;
+  static constexpr FreeHead make(std::uint64_t ref, std::uint32_t tag) {
+    return FreeHead{(std::uint64_t(tag) << 32) | (ref & 0xffffffffull)};
+  }
+  constexpr std::uint64_t ref() const { return raw & 0xffffffffull; }
+  constexpr std::uint32_t tag() const { return std::uint32_t(raw >> 32); }
+};
+
+struct alignas(kCacheLine) SizeClass {
+  std::uint64_t head;    // FreeHead
+  std::uint64_t carved;  // blocks cut from the bump region
+  std::uint64_t in_use;  // blocks allocated and not yet freed
+};
+
+struct alignas(kCacheLine) CacheLineCounter {
+  std::uint64_t value;
+};
+
+// Immutable after creation; covered by `checksum`.
+struct HeaderFixed {
+  std::uint64_t magic;
+  std::uint32_t layout_version;
+  std::uint32_t header_bytes;
+  std::uint64_t abi;
+  std::uint64_t total_bytes;
+  std::uint64_t capacity;
+  std::uint64_t index_offset;
+  std::uint64_t index_slots;
+  std::uint64_t used_limit;
+  std::uint64_t arena_offset;
+  std::uint64_t arena_bytes;
+  std::uint64_t hash_seed;
+  std::int64_t creator_pid;
+  std::uint64_t creator_start_time;  // /proc/<pid>/stat field 22, to detect pid reuse
+  std::uint64_t created_unix_ns;
+  std::uint32_t mode;
+  std::uint32_t flags;
+};
+
+struct SegmentHeader {
+  HeaderFixed fixed;
+  std::uint64_t checksum;  // hash of `fixed`
+  std::uint32_t state;     // SegmentState, atomic
+  std::uint32_t pad0;
+  // Reserved for the process registry and for online growth (index generation,
+  // migration cursor). Zero in layout version 1.
+  std::uint64_t reserved[64];
+  CacheLineCounter live_keys;
+  CacheLineCounter used_slots;
+  CacheLineCounter arena_top;  // next unused arena offset (bytes from arena base)
+  SizeClass classes[kClasses];
+};
+
+static_assert(sizeof(SegmentHeader) <= kHeaderBytes, "the header must fit its reserved pages");
+static_assert(sizeof(SizeClass) == kCacheLine, "each size class owns one cache line (no false sharing)");
+static_assert(kHeaderBytes % kPageBytes == 0, "the index must start page aligned");
+
+// One word that changes whenever the binary layout of a segment changes: a
+// segment built by a process with another word size, endianness or struct
+// layout is refused on open.
+constexpr std::uint64_t abi_word() {
+  std::uint64_t w = 0;
+  w = w * 131 + sizeof(void*);
+  w = w * 131 + sizeof(std::uint64_t);
+  w = w * 131 + alignof(std::uint64_t);
+  w = w * 131 + sizeof(HeaderFixed);
+  w = w * 131 + sizeof(SegmentHeader);
+  w = w * 131 + sizeof(SizeClass);
+  w = w * 131 + kClasses;
+  w = w * 131 + SlotWord::kRefBits * 7 + SlotWord::kFpBits * 3 + SlotWord::kTagBits;
+  w = w * 131 + RecordHeader::kKeyLenBits * 5 + RecordHeader::kValueLenBits;
+  w = w * 131 + kCacheLine;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  w = w * 131 + 1;
+#else
+  w = w * 131 + 2;
+#endif
+  return w;
+}
+
+// Atomic access to a word of shared memory (the segment is plain bytes, so we
+// use atomic_ref; every shared word is 8-byte aligned).
+inline std::atomic_ref<std::uint64_t> atom(std::uint64_t& w) { return std::atomic_ref<std::uint64_t>(w); }
+inline std::atomic_ref<std::uint32_t> atom32(std::uint32_t& w) { return std::atomic_ref<std::uint32_t>(w); }
+
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
+              "shared words must be lock-free atomics: a lock would be per process");
+
+}  // namespace shmap::detail

@@ -1,0 +1,579 @@
+// The index and the map operations.
+//
+// INDEX. index_slots (a power of two) 64-bit slot words, linear probing from
+// hash & mask, so a probe walks consecutive words of one cache line before it
+// crosses to the next. A slot moves EMPTY -> LIVE(K) -> ... and once claimed
+// for key K it stays K's until an index rebuild (a future issue): updates CAS
+// one LIVE(K) word for another, erase CASes LIVE(K) -> DELETED, and DELETED is
+// never reused. Hence every writer of K meets K's live slot before the first
+// EMPTY slot of its probe sequence, which is what makes "exactly one live slot
+// per key" hold without locks.
+//
+// OPERATIONS (linearization points in brackets; details in docs/design.md)
+//   get/contains  load slot words (acquire) along the probe sequence; at a
+//                 fingerprint match read the record optimistically and
+//                 validate it. [the acquire load of the slot word that yields
+//                 the returned record, or of the EMPTY slot for "absent"]
+//   insert        at the first EMPTY slot, publish a fully written record by
+//                 CAS EMPTY -> LIVE. [the successful CAS; "exists": the load of
+//                 K's live slot word]
+//   assign/cas/   CAS LIVE(old) -> LIVE(new), then free the old record.
+//   fetch_add     [the successful CAS; "mismatch": the load of the slot word]
+//   erase         CAS LIVE -> DELETED, then free the record. [the CAS]
+//
+// READS WRITE NOTHING SHARED. A record is immutable while it is published; it
+// is freed only after it was unlinked, and its generation (header word) changes
+// before any byte of it is rewritten. A reader copies what it needs, then
+// checks with an acquire fence that the generation did not move (a seqlock
+// with the allocator as the only writer); if it moved, the slot is re-read.
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "arena.hpp"
+#include "hash.hpp"
+#include "layout.hpp"
+#include "segment.hpp"
+#include "shmap/shmap.hpp"
+
+namespace shmap {
+
+using detail::atom;
+using detail::RecordHeader;
+using detail::SlotWord;
+
+struct Map::Impl {
+  detail::Mapping mapping;
+  detail::SegmentHeader* header = nullptr;
+  std::uint64_t* index = nullptr;
+  std::uint64_t mask = 0;
+  std::uint64_t seed = 0;
+  std::uint64_t used_limit = 0;
+  detail::Arena arena;
+
+  explicit Impl(detail::Mapping m) : mapping(std::move(m)) {
+    header = mapping.header();
+    const detail::HeaderFixed& f = header->fixed;
+    index = mapping.index();
+    mask = f.index_slots - 1;
+    seed = f.hash_seed;
+    used_limit = f.used_limit;
+    arena = detail::Arena(header, mapping.arena(), f.arena_bytes, mapping.name);
+  }
+
+  void require_writable() const {
+    if (mapping.read_only) detail::throw_error(errc::read_only, mapping.name, "opened read-only; writes are refused");
+  }
+
+  // ---------------------------------------------------------------- reading
+  enum class Seen { match, other_key, stale };
+
+  // Reads the record that slot word `w` refers to, compares its key with `key`
+  // (`words`: the key as zero-padded 8-byte words) and, on a match, hands the
+  // value to `sink(const uint64_t* value_words, uint32_t value_len)`. The sink
+  // must only read through relaxed atomics. `stale` means the record was
+  // recycled meanwhile: the caller re-reads the slot word.
+  template <class Sink>
+  Seen read_record(SlotWord w, std::string_view key, Sink&& sink) const {
+    if (!arena.in_bounds(w.ref(), 8)) arena.corrupt("slot word refers outside the arena", w.ref());
+    std::uint64_t* r = arena.block(w.ref());
+    // Site R1, acquire: the first read of the seqlock; keeps the key/value
+    // loads below after it. (The record's contents were made visible by the
+    // acquire load of `w`, which pairs with the publishing CAS, site W1.)
+    const RecordHeader h1{atom(r[0]).load(std::memory_order_acquire)};
+    if (!h1.is_allocated() || !w.matches_gen(h1.gen())) return Seen::stale;
+    if (h1.key_len() != key.size()) return Seen::other_key;  // h1 is one atomic read: no validation needed
+    if (!arena.in_bounds(w.ref(), h1.record_bytes())) arena.corrupt("record overruns the arena", w.ref());
+
+    bool equal = true;
+    const std::size_t full = key.size() / 8;
+    for (std::size_t i = 0; i < full && equal; ++i) {
+      // Relaxed: validated by R3 below.
+      equal = atom(r[1 + i]).load(std::memory_order_relaxed) == detail::load_le64(key.data() + 8 * i);
+    }
+    if (equal && key.size() % 8 != 0) {
+      // Relaxed: validated by R3 below.
+      equal = atom(r[1 + full]).load(std::memory_order_relaxed) ==
+              detail::load_tail(key.data() + 8 * full, key.size() % 8);
+    }
+    if (equal) sink(r + 1 + RecordHeader::pad8(key.size()) / 8, h1.value_len());
+    // Site R3, acquire fence, then re-read the generation: pairs with the
+    // release fences after every generation change (arena.cpp A1, F1). If any
+    // load above saw a byte written after such a change, this load sees the
+    // changed generation.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    // Relaxed: ordered by the fence above.
+    const std::uint64_t h2 = atom(r[0]).load(std::memory_order_relaxed);
+    if (h2 != h1.raw) return Seen::stale;
+    return equal ? Seen::match : Seen::other_key;
+  }
+
+  struct Probe {
+    std::uint64_t hash;
+    std::uint32_t fp;
+  };
+  Probe probe_of(std::string_view key) const {
+    const std::uint64_t h = detail::hash_bytes(key, seed);
+    return {h, static_cast<std::uint32_t>(h >> 56)};
+  }
+
+  // Finds `key`; on a match calls sink with the validated value. Lock-free.
+  template <class Sink>
+  bool find(std::string_view key, Sink&& sink) const {
+    if (key.size() > kMaxKeyBytes) return false;
+    const Probe p = probe_of(key);
+    std::uint64_t pos = p.hash & mask;
+    for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
+      for (;;) {
+        // Site R0, acquire: pairs with the publishing CAS (W1) that stored this
+        // word, so the record's header, key and value are visible.
+        const SlotWord w{atom(index[pos]).load(std::memory_order_acquire)};
+        if (w.is_empty()) return false;
+        if (!w.is_live() || w.fp() != p.fp) break;
+        const Seen seen = read_record(w, key, sink);
+        if (seen == Seen::match) return true;
+        if (seen == Seen::other_key) break;
+      }
+    }
+    return false;
+  }
+
+  // ---------------------------------------------------------------- writing
+  static void write_words(std::uint64_t* dst, std::string_view bytes) {
+    const std::size_t full = bytes.size() / 8;
+    for (std::size_t i = 0; i < full; ++i) {
+      // Relaxed: the block is unpublished; the publishing CAS (W1) releases it.
+      atom(dst[i]).store(detail::load_le64(bytes.data() + 8 * i), std::memory_order_relaxed);
+    }
+    if (bytes.size() % 8 != 0) {
+      // Relaxed: as above. The tail word is zero padded, which key comparison relies on.
+      atom(dst[full]).store(detail::load_tail(bytes.data() + 8 * full, bytes.size() % 8), std::memory_order_relaxed);
+    }
+  }
+
+  // A record being prepared by one writer: allocated lazily, reused across CAS
+  // retries, freed if never published.
+  struct Pending {
+    Impl* self;
+    std::uint64_t ref = 0;
+    std::uint32_t gen = 0;
+    explicit Pending(Impl* s) : self(s) {}
+    Pending(const Pending&) = delete;
+    Pending& operator=(const Pending&) = delete;
+    ~Pending() {
+      if (ref) self->arena.free(ref);
+    }
+    // Allocates and fills the record once. False if the arena is full.
+    bool make(std::string_view key, std::string_view value) {
+      if (ref) return true;
+      ref = self->arena.allocate(static_cast<std::uint32_t>(key.size()), static_cast<std::uint32_t>(value.size()));
+      if (!ref) return false;
+      std::uint64_t* r = self->arena.block(ref);
+      // Relaxed: we own the block; we only need the generation we stored.
+      gen = RecordHeader{atom(r[0]).load(std::memory_order_relaxed)}.gen();
+      write_words(r + 1, key);
+      write_words(r + 1 + RecordHeader::pad8(key.size()) / 8, value);
+      return true;
+    }
+    // Rewrites the value of an unpublished record of the same value length.
+    void rewrite_value(std::string_view key, std::string_view value) {
+      write_words(self->arena.block(ref) + 1 + RecordHeader::pad8(key.size()) / 8, value);
+    }
+    SlotWord word(std::uint32_t fp) const { return SlotWord::live(ref, fp, gen); }
+    void published() { ref = 0; }
+  };
+
+  bool reserve_slot() {
+    // Relaxed: an occupancy bound only; nothing is published through it.
+    const std::uint64_t used = atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
+    if (used < used_limit) return true;
+    // Relaxed: as above.
+    atom(header->used_slots.value).fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  void unreserve_slot() {
+    // Relaxed: as in reserve_slot.
+    atom(header->used_slots.value).fetch_sub(1, std::memory_order_relaxed);
+  }
+  void count_live(std::int64_t d) {
+    // Relaxed: a statistics counter, read by size().
+    atom(header->live_keys.value).fetch_add(static_cast<std::uint64_t>(d), std::memory_order_relaxed);
+  }
+
+  // Site W1: every publishing or unlinking CAS on a slot word. Release: the
+  // record written before it (header, key, value) is visible to whoever
+  // acquires the new word (R0). Acquire: on success we may read and free the
+  // record the old word referred to (its header was released by its own W1);
+  // on failure we re-examine the freshly loaded word's record.
+  static bool cas_slot(std::uint64_t& slot, SlotWord& expected, SlotWord desired) {
+    return atom(slot).compare_exchange_strong(expected.raw, desired.raw, std::memory_order_acq_rel,
+                                              std::memory_order_acquire);
+  }
+
+  enum class Found { keep, replace, erase };
+
+  // The one write loop behind every mutating operation.
+  //   on_found(value_words, value_len) -> Found, decides what to do with an
+  //     existing record (it may fill the pending record through `pending`).
+  //   make_new(pending) -> bool, prepares the record to insert when the key is
+  //     absent (false: arena full).
+  // Returns inserted, assigned (replace), ok (erase), exists (keep), absent,
+  // full_index, full_arena, or the status stored in `keep_status`.
+  template <class MakeNew, class OnFound>
+  Status mutate(std::string_view key, bool insert_if_absent, Pending& pending, MakeNew&& make_new,
+                OnFound&& on_found) {
+    const Probe p = probe_of(key);
+    std::uint64_t pos = p.hash & mask;
+    for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
+      std::uint64_t& slot = index[pos];
+      // Site R0 (see find).
+      SlotWord w{atom(slot).load(std::memory_order_acquire)};
+      for (;;) {
+        if (w.is_empty()) {
+          if (!insert_if_absent) return Status::absent;
+          if (!make_new(pending)) return Status::full_arena;
+          if (!reserve_slot()) return Status::full_index;
+          if (cas_slot(slot, w, pending.word(p.fp))) {
+            pending.published();
+            count_live(+1);
+            return Status::inserted;
+          }
+          unreserve_slot();
+          continue;  // `w` now holds the word that beat us
+        }
+        if (!w.is_live() || w.fp() != p.fp) break;
+        Found action = Found::keep;
+        const Seen seen = read_record(w, key, [&](const std::uint64_t* v, std::uint32_t len) {
+          action = on_found(v, len);
+        });
+        if (seen == Seen::other_key) break;
+        if (seen == Seen::stale) {
+          // Site R0 again: the record was recycled, so the slot changed.
+          w = SlotWord{atom(slot).load(std::memory_order_acquire)};
+          continue;
+        }
+        if (action == Found::keep) return Status::exists;
+        const SlotWord desired = action == Found::erase ? SlotWord{SlotWord::kDeleted} : pending.word(p.fp);
+        const std::uint64_t old_ref = w.ref();
+        if (cas_slot(slot, w, desired)) {
+          if (action == Found::erase) {
+            count_live(-1);
+          } else {
+            pending.published();
+          }
+          arena.free(old_ref);
+          return action == Found::erase ? Status::ok : Status::assigned;
+        }
+      }
+    }
+    return insert_if_absent ? Status::full_index : Status::absent;
+  }
+};
+
+namespace {
+
+Status check_sizes(std::string_view key, std::string_view value) {
+  if (key.size() > kMaxKeyBytes) return Status::key_too_long;
+  if (value.size() > kMaxValueBytes) return Status::value_too_long;
+  return Status::ok;
+}
+
+// Copies `len` bytes of value words into dst (relaxed loads: validated by the caller).
+void copy_value(char* dst, const std::uint64_t* v, std::size_t len) {
+  const std::size_t full = len / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    // Relaxed: validated by the reader's R3.
+    const std::uint64_t w = atom(const_cast<std::uint64_t&>(v[i])).load(std::memory_order_relaxed);
+    std::memcpy(dst + 8 * i, &w, 8);
+  }
+  if (len % 8 != 0) {
+    // Relaxed: validated by the reader's R3.
+    const std::uint64_t w = atom(const_cast<std::uint64_t&>(v[full])).load(std::memory_order_relaxed);
+    std::memcpy(dst + 8 * full, &w, len % 8);
+  }
+}
+
+bool equal_value(const std::uint64_t* v, std::size_t len, std::string_view expected) {
+  if (len != expected.size()) return false;
+  const std::size_t full = len / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    // Relaxed: validated by the reader's R3.
+    if (atom(const_cast<std::uint64_t&>(v[i])).load(std::memory_order_relaxed) !=
+        detail::load_le64(expected.data() + 8 * i))
+      return false;
+  }
+  if (len % 8 != 0) {
+    // Relaxed: validated by the reader's R3.
+    return atom(const_cast<std::uint64_t&>(v[full])).load(std::memory_order_relaxed) ==
+           detail::load_tail(expected.data() + 8 * full, len % 8);
+  }
+  return true;
+}
+
+}  // namespace
+
+Map::Map(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Map::Map(Map&&) noexcept = default;
+Map& Map::operator=(Map&&) noexcept = default;
+Map::~Map() = default;
+
+Map Map::create(std::string_view name, const Options& opts) {
+  return Map(std::make_unique<Impl>(detail::create_segment(name, opts)));
+}
+
+Map Map::open(std::string_view name, const Options& opts) {
+  return Map(std::make_unique<Impl>(detail::open_segment(name, opts)));
+}
+
+Map Map::open_or_create(std::string_view name, const Options& opts) {
+  // A racing creator or remover can make each step fail in turn; a few rounds
+  // settle it (each failure means another process made progress).
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return open(name, opts);
+    } catch (const Error& e) {
+      if (e.code() != make_error_code(errc::not_found) || attempt >= 8) throw;
+    }
+    if (opts.read_only) detail::throw_error(errc::not_found, name, "does not exist and cannot be created read-only");
+    try {
+      return create(name, opts);
+    } catch (const Error& e) {
+      if (e.code() != make_error_code(errc::already_exists) || attempt >= 8) throw;
+    }
+  }
+}
+
+bool Map::remove(std::string_view name) {
+  const std::string path = detail::segment_path(name);
+  if (::unlink(path.c_str()) == 0) return true;
+  if (errno == ENOENT) return false;
+  detail::throw_system(name, "unlink('" + path + "')", errno);
+}
+
+Info Map::info(std::string_view name) {
+  Options opts;
+  opts.read_only = true;
+  return open(name, opts).info();
+}
+
+Status Map::insert(std::string_view key, std::string_view value) {
+  if (const Status s = check_sizes(key, value); s != Status::ok) return s;
+  impl_->require_writable();
+  Impl::Pending pending(impl_.get());
+  const Status s = impl_->mutate(
+      key, true, pending, [&](Impl::Pending& p) { return p.make(key, value); },
+      [](const std::uint64_t*, std::uint32_t) { return Impl::Found::keep; });
+  return s == Status::inserted ? Status::ok : s;
+}
+
+Status Map::insert_or_assign(std::string_view key, std::string_view value) {
+  if (const Status s = check_sizes(key, value); s != Status::ok) return s;
+  impl_->require_writable();
+  Impl::Pending pending(impl_.get());
+  bool arena_full = false;
+  const Status s = impl_->mutate(
+      key, true, pending, [&](Impl::Pending& p) { return p.make(key, value); },
+      [&](const std::uint64_t*, std::uint32_t) {
+        if (!pending.make(key, value)) {
+          arena_full = true;
+          return Impl::Found::keep;
+        }
+        return Impl::Found::replace;
+      });
+  return arena_full && s == Status::exists ? Status::full_arena : s;
+}
+
+bool Map::get(std::string_view key, std::string& out) const {
+  bool copied = false;
+  const bool found = impl_->find(key, [&](const std::uint64_t* v, std::uint32_t len) {
+    out.resize(len);
+    copy_value(out.data(), v, len);
+    copied = true;
+  });
+  // A copy that failed validation may have overwritten `out` before the key
+  // turned out to be gone: clear it rather than leave a torn value behind.
+  if (!found && copied) out.clear();
+  return found;
+}
+
+std::optional<std::string> Map::get(std::string_view key) const {
+  std::string out;
+  if (!get(key, out)) return std::nullopt;
+  return out;
+}
+
+bool Map::get_bytes(std::string_view key, void* dst, std::size_t cap, std::size_t& len) const {
+  return impl_->find(key, [&](const std::uint64_t* v, std::uint32_t n) {
+    len = n;
+    if (n <= cap) copy_value(static_cast<char*>(dst), v, n);
+  });
+}
+
+bool Map::contains(std::string_view key) const {
+  return impl_->find(key, [](const std::uint64_t*, std::uint32_t) {});
+}
+
+bool Map::erase(std::string_view key) {
+  if (key.size() > kMaxKeyBytes) return false;
+  impl_->require_writable();
+  Impl::Pending pending(impl_.get());
+  const Status s = impl_->mutate(
+      key, false, pending, [](Impl::Pending&) { return false; },
+      [](const std::uint64_t*, std::uint32_t) { return Impl::Found::erase; });
+  return s == Status::ok;
+}
+
+Status Map::compare_exchange(std::string_view key, std::string_view expected, std::string_view desired) {
+  if (const Status s = check_sizes(key, desired); s != Status::ok) return s;
+  if (expected.size() > kMaxValueBytes) return Status::mismatch;
+  impl_->require_writable();
+  Impl::Pending pending(impl_.get());
+  Status verdict = Status::ok;
+  const Status s = impl_->mutate(
+      key, false, pending, [](Impl::Pending&) { return false; },
+      [&](const std::uint64_t* v, std::uint32_t len) {
+        if (!equal_value(v, len, expected)) {
+          verdict = Status::mismatch;
+          return Impl::Found::keep;
+        }
+        if (!pending.make(key, desired)) {
+          verdict = Status::full_arena;
+          return Impl::Found::keep;
+        }
+        verdict = Status::ok;
+        return Impl::Found::replace;
+      });
+  if (s == Status::assigned) return Status::ok;
+  if (s == Status::exists) return verdict;
+  return s;
+}
+
+FetchResult<std::int64_t> Map::fetch_add(std::string_view key, std::int64_t delta) {
+  if (key.size() > kMaxKeyBytes) return {Status::key_too_long, 0};
+  impl_->require_writable();
+  Impl::Pending pending(impl_.get());
+  std::int64_t previous = 0;
+  Status verdict = Status::ok;
+  auto as_bytes = [](const std::int64_t& x) { return std::string_view(reinterpret_cast<const char*>(&x), 8); };
+  std::int64_t fresh = delta;
+  const Status s = impl_->mutate(
+      key, true, pending, [&](Impl::Pending& p) {
+        fresh = delta;
+        if (p.ref) {
+          p.rewrite_value(key, as_bytes(fresh));
+          return true;
+        }
+        return p.make(key, as_bytes(fresh));
+      },
+      [&](const std::uint64_t* v, std::uint32_t len) {
+        if (len != 8) {
+          verdict = Status::wrong_size;
+          return Impl::Found::keep;
+        }
+        copy_value(reinterpret_cast<char*>(&previous), v, 8);
+        fresh = static_cast<std::int64_t>(static_cast<std::uint64_t>(previous) + static_cast<std::uint64_t>(delta));
+        if (pending.ref) {
+          pending.rewrite_value(key, as_bytes(fresh));
+        } else if (!pending.make(key, as_bytes(fresh))) {
+          verdict = Status::full_arena;
+          return Impl::Found::keep;
+        }
+        verdict = Status::ok;
+        return Impl::Found::replace;
+      });
+  if (s == Status::inserted) return {Status::inserted, 0};
+  if (s == Status::assigned) return {Status::ok, previous};
+  if (s == Status::exists) return {verdict, 0};
+  return {s, 0};
+}
+
+std::uint64_t Map::size() const noexcept {
+  // Relaxed: a statistics counter (exact when no write is in flight).
+  const auto live = static_cast<std::int64_t>(atom(impl_->header->live_keys.value).load(std::memory_order_relaxed));
+  return live < 0 ? 0 : static_cast<std::uint64_t>(live);
+}
+
+void Map::for_each(const std::function<void(std::string_view, std::string_view)>& fn) const {
+  const Impl& m = *impl_;
+  std::string key, value;
+  for (std::uint64_t pos = 0; pos <= m.mask; ++pos) {
+    for (;;) {
+      // Site R0 (see find).
+      const SlotWord w{atom(m.index[pos]).load(std::memory_order_acquire)};
+      if (!w.is_live()) break;
+      if (!m.arena.in_bounds(w.ref(), 8)) m.arena.corrupt("slot word refers outside the arena", w.ref());
+      std::uint64_t* r = m.arena.block(w.ref());
+      // Site R1 (see read_record).
+      const RecordHeader h1{atom(r[0]).load(std::memory_order_acquire)};
+      if (!h1.is_allocated() || !w.matches_gen(h1.gen())) continue;
+      if (!m.arena.in_bounds(w.ref(), h1.record_bytes())) m.arena.corrupt("record overruns the arena", w.ref());
+      key.resize(h1.key_len());
+      copy_value(key.data(), r + 1, h1.key_len());
+      value.resize(h1.value_len());
+      copy_value(value.data(), r + 1 + RecordHeader::pad8(h1.key_len()) / 8, h1.value_len());
+      // Site R3 (see read_record).
+      std::atomic_thread_fence(std::memory_order_acquire);
+      // Relaxed: ordered by the fence above.
+      if (atom(r[0]).load(std::memory_order_relaxed) != h1.raw) continue;
+      fn(key, value);
+      break;
+    }
+  }
+}
+
+Stats Map::stats() const {
+  const Impl& m = *impl_;
+  const detail::HeaderFixed& f = m.header->fixed;
+  Stats s;
+  s.live_keys = size();
+  s.index_slots = f.index_slots;
+  s.used_limit = f.used_limit;
+  for (std::uint64_t pos = 0; pos <= m.mask; ++pos) {
+    // Relaxed: a census; no record is read through these words.
+    const SlotWord w{atom(m.index[pos]).load(std::memory_order_relaxed)};
+    if (w.is_empty()) ++s.empty_slots;
+    else if (w.is_live()) ++s.live_slots;
+    else ++s.deleted_slots;
+  }
+  s.load_factor = double(s.live_slots + s.deleted_slots) / double(f.index_slots);
+  s.arena_bytes = f.arena_bytes;
+  // Relaxed: statistics.
+  s.arena_carved = atom(m.header->arena_top.value).load(std::memory_order_relaxed) - detail::kArenaFirstOffset;
+  for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+    detail::SizeClass& sc = m.header->classes[c];
+    SizeClassStats cs;
+    cs.block_bytes = static_cast<std::uint32_t>(detail::size_class_bytes(c));
+    // Relaxed: statistics.
+    cs.carved = atom(sc.carved).load(std::memory_order_relaxed);
+    // Relaxed: statistics.
+    cs.in_use = atom(sc.in_use).load(std::memory_order_relaxed);
+    cs.free = cs.carved >= cs.in_use ? cs.carved - cs.in_use : 0;
+    if (cs.carved) s.classes.push_back(cs);
+  }
+  return s;
+}
+
+Info Map::info() const {
+  const detail::HeaderFixed& f = impl_->header->fixed;
+  Info i;
+  i.name = impl_->mapping.name;
+  i.path = impl_->mapping.path;
+  i.layout_version = f.layout_version;
+  i.total_bytes = f.total_bytes;
+  i.capacity = f.capacity;
+  i.index_slots = f.index_slots;
+  i.arena_bytes = f.arena_bytes;
+  i.hash_seed = f.hash_seed;
+  i.mode = f.mode;
+  i.creator_pid = f.creator_pid;
+  i.created_unix_ns = f.created_unix_ns;
+  return i;
+}
+
+const std::string& Map::name() const noexcept { return impl_->mapping.name; }
+bool Map::read_only() const noexcept { return impl_->mapping.read_only; }
+
+}  // namespace shmap

@@ -1,0 +1,270 @@
+// shmap: a lock-free concurrent hash map in a POSIX shared-memory segment.
+//
+// Any number of processes (and threads) create or open the same named map and
+// insert, read, update and erase byte-string keys and values concurrently, with
+// no lock anywhere: a process killed at any instruction cannot block the others.
+//
+// WHAT YOU GET
+//   - Lock-free writers (insert, assign, erase, compare_exchange, fetch_add):
+//     some operation always completes; no operation waits for another process.
+//   - Reads never write shared memory: they copy the value out and validate it,
+//     retrying if a writer recycled the record meanwhile. A map can be opened
+//     read-only.
+//   - Binary-safe keys and values (any bytes, NUL included, empty values).
+//
+// LIMITATIONS (see docs/api.md, "Caveats")
+//   - Keys are at most kMaxKeyBytes bytes, values at most kMaxValueBytes bytes.
+//   - The index does not grow yet: an insert reports Status::full_index once the
+//     used slots (live keys plus deleted slots) reach the index limit, and
+//     Status::full_arena when the arena has no room for the record.
+//   - Erased keys leave a deleted slot that is reclaimed only by a future index
+//     rebuild; stats() reports how many.
+//   - The arena is at most 32 GiB (records are addressed in 8-byte units by a
+//     32-bit reference).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace shmap {
+
+inline constexpr std::size_t kMaxKeyBytes = 4095;
+inline constexpr std::size_t kMaxValueBytes = (std::size_t{1} << 20) - 1;
+
+// ---------------------------------------------------------------------------
+// Errors: creation/opening failures and corrupt segments throw shmap::Error.
+// Expected outcomes on the hot path (absent, exists, full, too long) are
+// Status values, never exceptions.
+// ---------------------------------------------------------------------------
+enum class errc : int {
+  already_exists = 1,    // create(): a segment of that name exists
+  not_found,             // open(): no segment of that name
+  bad_magic,             // not a shmap segment (wrong magic number)
+  version_mismatch,      // another layout version
+  abi_mismatch,          // built for another word size/endianness/struct layout
+  truncated,             // the file is shorter than the header says / than a header
+  corrupt,               // header checksum or geometry invalid, or a bad offset found
+  init_timeout,          // the creator is alive but did not finish initializing in time
+  creator_died,          // the creator died before finishing initialization
+  invalid_argument,      // bad name or options
+  read_only,             // a write through a map opened read-only
+  system,                // an OS call failed; the message names the call and errno
+};
+
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(errc e) noexcept;
+
+class Error : public std::system_error {
+ public:
+  // `what` is the whole message ("shmap: segment '/jobs': <cause>").
+  Error(std::error_code code, std::string segment, std::string what);
+  const char* what() const noexcept override { return what_.c_str(); }
+  const std::string& segment() const noexcept { return segment_; }
+
+ private:
+  std::string segment_;
+  std::string what_;
+};
+
+enum class Status : std::uint8_t {
+  ok,               // done (for insert: inserted; for erase: erased; for get: found)
+  inserted,         // insert_or_assign/fetch_add: the key was absent and is now inserted
+  assigned,         // insert_or_assign: the key existed and its value was replaced
+  exists,           // insert: the key is already present; nothing changed
+  absent,           // the key is not present; nothing changed
+  mismatch,         // compare_exchange: the current value differs from `expected`
+  wrong_size,       // fetch_add/get_as: the stored value is not sizeof(T) bytes
+  full_index,       // no free index slot; nothing changed
+  full_arena,       // no arena room for the record; nothing changed
+  key_too_long,     // key longer than kMaxKeyBytes; nothing changed
+  value_too_long,   // value longer than kMaxValueBytes; nothing changed
+};
+
+// A short English name for a status ("full_index", ...), for messages.
+const char* to_string(Status s) noexcept;
+
+// True for the statuses that mean the write took effect.
+constexpr bool succeeded(Status s) noexcept {
+  return s == Status::ok || s == Status::inserted || s == Status::assigned;
+}
+
+struct Options {
+  // Keys the map must hold; the index gets the next power of two >= capacity*4/3
+  // slots, so `capacity` inserts always fit while no key has been erased.
+  std::uint64_t capacity = 1u << 16;
+  // Bytes reserved for records. 0 derives 256 bytes per key of capacity
+  // (at least 1 MiB). The arena is reserved sparse: tmpfs and files commit
+  // only the pages that are touched.
+  std::uint64_t arena_bytes = 0;
+  // Permission bits of a created segment (the umask is not applied).
+  mode_t mode = 0600;
+  // Hash seed; random when not given.
+  std::optional<std::uint64_t> hash_seed;
+  // How long open() waits for a segment that is still initializing.
+  std::chrono::milliseconds open_timeout{5000};
+  // Map the segment read-only (open() only): writes return Error(errc::read_only).
+  bool read_only = false;
+};
+
+struct SizeClassStats {
+  std::uint32_t block_bytes = 0;   // size of one block of this class
+  std::uint64_t carved = 0;        // blocks ever cut from the arena for this class
+  std::uint64_t in_use = 0;        // blocks holding a record (or being written)
+  std::uint64_t free = 0;          // carved - in_use: blocks on the free list
+};
+
+struct Stats {
+  std::uint64_t live_keys = 0;       // live counter maintained by writers
+  std::uint64_t index_slots = 0;     // slots in the index
+  std::uint64_t used_limit = 0;      // used slots at which inserts report full_index
+  std::uint64_t live_slots = 0;      // slots referring to a record (index scan)
+  std::uint64_t deleted_slots = 0;   // slots holding a deleted marker (index scan)
+  std::uint64_t empty_slots = 0;     // never-claimed slots (index scan)
+  double load_factor = 0;            // (live + deleted) / index_slots
+  std::uint64_t arena_bytes = 0;     // arena size
+  std::uint64_t arena_carved = 0;    // bytes cut from the arena so far
+  std::vector<SizeClassStats> classes;  // only classes with carved > 0
+};
+
+// Static facts of a segment, readable without writing anything.
+struct Info {
+  std::string name;
+  std::string path;
+  std::uint32_t layout_version = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t index_slots = 0;
+  std::uint64_t arena_bytes = 0;
+  std::uint64_t hash_seed = 0;
+  std::uint32_t mode = 0;
+  std::int64_t creator_pid = 0;
+  std::uint64_t created_unix_ns = 0;
+};
+
+template <class T>
+struct FetchResult {
+  Status status = Status::absent;  // inserted (previous = 0), ok, wrong_size, full_*
+  T previous{};
+};
+
+class Map {
+ public:
+  // Lifecycle. All throw shmap::Error naming the segment and the cause.
+  // `name` is a POSIX shm name ("/jobs": one leading slash, no other) or a
+  // filesystem path (anything else), so a map can live in a file or on hugetlbfs.
+
+  // Creates a new segment; fails with errc::already_exists if it exists. Of two
+  // processes creating one name at once exactly one succeeds. The segment only
+  // becomes visible under its name once fully initialized.
+  static Map create(std::string_view name, const Options& opts = {});
+  // Opens an existing segment; validates magic, version, ABI, size and header.
+  static Map open(std::string_view name, const Options& opts = {});
+  // Opens the segment, creating it with `opts` when it does not exist.
+  static Map open_or_create(std::string_view name, const Options& opts = {});
+  // Unlinks the name. Mappings that are open stay valid. False if it did not exist.
+  static bool remove(std::string_view name);
+  // Reads the header of a segment (validated as by open()).
+  static Info info(std::string_view name);
+
+  Map(Map&&) noexcept;
+  Map& operator=(Map&&) noexcept;
+  Map(const Map&) = delete;
+  Map& operator=(const Map&) = delete;
+  ~Map();
+
+  // Every operation below is safe to call from any number of threads and
+  // processes at once. Progress guarantees are per operation.
+
+  // Insert-if-absent. Lock-free. Allocates arena memory only when inserting.
+  // Returns ok, exists, full_index, full_arena, key_too_long, value_too_long.
+  [[nodiscard]] Status insert(std::string_view key, std::string_view value);
+
+  // Insert or replace. Lock-free. Returns inserted, assigned, full_index,
+  // full_arena, key_too_long, value_too_long.
+  [[nodiscard]] Status insert_or_assign(std::string_view key, std::string_view value);
+
+  // Copies the value out. Lock-free, writes no shared memory. Allocates the string.
+  std::optional<std::string> get(std::string_view key) const;
+  // Copies the value into `out` (reusing its capacity: a hot loop allocates
+  // nothing once `out` is large enough). Returns false if absent; `out` is then
+  // unchanged, except that it is cleared if the key was erased while its value
+  // was being copied (a torn copy is never left behind).
+  bool get(std::string_view key, std::string& out) const;
+  // Lock-free, writes no shared memory, never allocates.
+  bool contains(std::string_view key) const;
+
+  // Removes the key. Lock-free. Returns true if this call erased it.
+  bool erase(std::string_view key);
+
+  // Replaces the value with `desired` only if it currently equals `expected`.
+  // Lock-free. Returns ok, mismatch, absent, full_arena, key_too_long, value_too_long.
+  [[nodiscard]] Status compare_exchange(std::string_view key, std::string_view expected,
+                                        std::string_view desired);
+
+  // Adds `delta` to an 8-byte integer value (two's complement wrap-around), an
+  // absent key counting as 0. Lock-free and exact under contention. Returns
+  // {inserted, 0}, {ok, previous}, or {wrong_size|full_*|key_too_long, 0}.
+  FetchResult<std::int64_t> fetch_add(std::string_view key, std::int64_t delta);
+
+  // Typed helpers for trivially copyable values (stored as their object bytes).
+  template <class T>
+  [[nodiscard]] Status put(std::string_view key, const T& value) {
+    static_assert(std::is_trivially_copyable_v<T>, "put<T> stores the object bytes of T");
+    return insert_or_assign(key, std::string_view(reinterpret_cast<const char*>(&value), sizeof(T)));
+  }
+  // Returns ok, absent, or wrong_size when the stored value is not sizeof(T) bytes.
+  template <class T>
+  [[nodiscard]] Status get_as(std::string_view key, T& out) const {
+    static_assert(std::is_trivially_copyable_v<T>, "get_as<T> reads the object bytes of T");
+    alignas(T) unsigned char bytes[sizeof(T)];
+    std::size_t n = 0;
+    if (!get_bytes(key, bytes, sizeof(T), n)) return Status::absent;
+    if (n != sizeof(T)) return Status::wrong_size;
+    std::memcpy(&out, bytes, sizeof(T));
+    return Status::ok;
+  }
+
+  // Live keys (a counter; exact when no write is in flight). Wait-free.
+  std::uint64_t size() const noexcept;
+
+  // Calls fn(key, value) for every entry. Weakly consistent: an entry present
+  // for the whole walk is seen exactly once; one inserted or erased during the
+  // walk may or may not be seen, and a key erased and re-inserted may be seen
+  // twice. Writes no shared memory. Exceptions from fn propagate.
+  void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn) const;
+
+  // Scans the index and reads the arena counters. Writes no shared memory.
+  Stats stats() const;
+  Info info() const;
+  const std::string& name() const noexcept;
+  bool read_only() const noexcept;
+
+  // Copies the value into `dst` if it is at most `cap` bytes; `len` gets its
+  // length either way. Returns false if absent. Lock-free, never allocates.
+  bool get_bytes(std::string_view key, void* dst, std::size_t cap, std::size_t& len) const;
+
+  struct Impl;
+
+ private:
+  explicit Map(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmap
+
+namespace std {
+template <>
+struct is_error_code_enum<shmap::errc> : true_type {};
+}  // namespace std
