@@ -15,10 +15,14 @@
 //
 // Slot word (64 bits), see SlotWord below:
 //   bit 63       reserved for online growth (a "frozen, being copied" mark)
-//   bits 40..62  tag: 23 low bits of (record generation >> 1)
+//   bit 62       DELETED: the key was erased; the record still names the key
+//   bits 40..61  tag: 22 low bits of (record generation >> 1)
 //   bits 32..39  fingerprint: 8 high bits of the key hash
-//   bits  0..31  ref: record offset from the arena base in 8-byte units (0 = none)
-//   EMPTY = all zero; DELETED = ref 0 with any other bit set (canonical kDeleted).
+//   bits  0..31  ref: record offset from the arena base in 8-byte units
+//   EMPTY = all zero. LIVE = ref != 0, DELETED clear. DELETED = ref != 0,
+//   DELETED set: the slot still belongs to its key (so re-inserting the key
+//   reuses it), and the record it refers to holds the key (and, if it was not
+//   worth shrinking, the old value, which is never returned).
 //
 // Record (8-byte aligned, in an arena block of its size class):
 //   word 0   RecordHeader: gen (32) | key_len (12) | value_len (20)
@@ -54,16 +58,16 @@ enum class SegmentState : std::uint32_t { initializing = 0x494e4954u, ready = 0x
 struct SlotWord {
   static constexpr int kRefBits = 32;
   static constexpr int kFpBits = 8;
-  static constexpr int kTagBits = 23;
+  static constexpr int kTagBits = 22;
   static constexpr std::uint64_t kRefMask = (std::uint64_t{1} << kRefBits) - 1;
   static constexpr std::uint64_t kFpMask = (std::uint64_t{1} << kFpBits) - 1;
   static constexpr std::uint64_t kTagMask = (std::uint64_t{1} << kTagBits) - 1;
   static constexpr int kFpShift = kRefBits;
   static constexpr int kTagShift = kRefBits + kFpBits;
+  static constexpr std::uint64_t kDeletedBit = std::uint64_t{1} << 62;
   static constexpr std::uint64_t kFrozenBit = std::uint64_t{1} << 63;
   static constexpr std::uint64_t kEmpty = 0;
-  static constexpr std::uint64_t kDeleted = std::uint64_t{1} << kTagShift;
-  static_assert(kTagShift + kTagBits == 63, "slot word fields must fill bits 0..62, bit 63 is reserved");
+  static_assert(kTagShift + kTagBits == 62, "slot word fields fill bits 0..61; 62 is DELETED, 63 reserved");
 
   std::uint64_t raw = kEmpty;
 
@@ -74,8 +78,11 @@ struct SlotWord {
   static constexpr std::uint64_t tag_of_gen(std::uint32_t gen) { return (gen >> 1) & kTagMask; }
 
   constexpr bool is_empty() const { return raw == kEmpty; }
-  constexpr bool is_live() const { return ref() != 0; }
-  constexpr bool is_deleted() const { return raw != kEmpty && ref() == 0; }
+  constexpr bool has_record() const { return ref() != 0; }
+  constexpr bool is_live() const { return has_record() && (raw & kDeletedBit) == 0; }
+  constexpr bool is_deleted() const { return has_record() && (raw & kDeletedBit) != 0; }
+  // The same record, marked deleted (erase's transition LIVE -> DELETED).
+  constexpr SlotWord deleted() const { return SlotWord{raw | kDeletedBit}; }
   constexpr std::uint64_t ref() const { return raw & kRefMask; }
   constexpr std::uint32_t fp() const { return std::uint32_t((raw >> kFpShift) & kFpMask); }
   constexpr std::uint64_t tag() const { return (raw >> kTagShift) & kTagMask; }

@@ -132,9 +132,13 @@ struct Map::Impl {
         // word, so the record's header, key and value are visible.
         const SlotWord w{atom(index[pos]).load(std::memory_order_acquire)};
         if (w.is_empty()) return false;
-        if (!w.is_live() || w.fp() != p.fp) break;
-        const Seen seen = read_record(w, key, sink);
-        if (seen == Seen::match) return true;
+        if (!w.has_record() || w.fp() != p.fp) break;
+        const bool live = w.is_live();
+        const Seen seen = read_record(w, key, [&](const std::uint64_t* v, std::uint32_t len) {
+          if (live) sink(v, len);
+        });
+        // K's slot is unique: a DELETED slot naming K means K is absent.
+        if (seen == Seen::match) return live;
         if (seen == Seen::other_key) break;
       }
     }
@@ -215,13 +219,30 @@ struct Map::Impl {
 
   enum class Found { keep, replace, erase };
 
+  // Claims `slot` (EMPTY, or DELETED naming this key) for the pending record.
+  // Returns true on success; on failure `w` holds the word that beat us.
+  bool claim(std::uint64_t& slot, SlotWord& w, Pending& pending, std::uint32_t fp) {
+    const SlotWord old = w;
+    if (old.is_empty() && !reserve_slot()) return false;
+    if (cas_slot(slot, w, pending.word(fp))) {
+      pending.published();
+      count_live(+1);
+      if (old.is_deleted()) arena.free(old.ref());
+      return true;
+    }
+    if (old.is_empty()) unreserve_slot();
+    return false;
+  }
+
   // The one write loop behind every mutating operation.
-  //   on_found(value_words, value_len) -> Found, decides what to do with an
-  //     existing record (it may fill the pending record through `pending`).
-  //   make_new(pending) -> bool, prepares the record to insert when the key is
-  //     absent (false: arena full).
+  //   make_new(pending) -> bool prepares the record to insert when the key is
+  //     absent (false: the arena is full).
+  //   on_found(value_words, value_len) -> Found decides what to do with the
+  //     key's live record; for replace it has filled `pending`; for erase it
+  //     may have filled `pending` with a key-only record to shrink the deleted
+  //     entry to.
   // Returns inserted, assigned (replace), ok (erase), exists (keep), absent,
-  // full_index, full_arena, or the status stored in `keep_status`.
+  // full_index or full_arena.
   template <class MakeNew, class OnFound>
   Status mutate(std::string_view key, bool insert_if_absent, Pending& pending, MakeNew&& make_new,
                 OnFound&& on_found) {
@@ -235,19 +256,15 @@ struct Map::Impl {
         if (w.is_empty()) {
           if (!insert_if_absent) return Status::absent;
           if (!make_new(pending)) return Status::full_arena;
-          if (!reserve_slot()) return Status::full_index;
-          if (cas_slot(slot, w, pending.word(p.fp))) {
-            pending.published();
-            count_live(+1);
-            return Status::inserted;
-          }
-          unreserve_slot();
+          if (claim(slot, w, pending, p.fp)) return Status::inserted;
+          if (w.is_empty()) return Status::full_index;  // reserve_slot() refused
           continue;  // `w` now holds the word that beat us
         }
-        if (!w.is_live() || w.fp() != p.fp) break;
+        if (!w.has_record() || w.fp() != p.fp) break;
+        const bool live = w.is_live();
         Found action = Found::keep;
         const Seen seen = read_record(w, key, [&](const std::uint64_t* v, std::uint32_t len) {
-          action = on_found(v, len);
+          if (live) action = on_found(v, len);
         });
         if (seen == Seen::other_key) break;
         if (seen == Seen::stale) {
@@ -255,16 +272,22 @@ struct Map::Impl {
           w = SlotWord{atom(slot).load(std::memory_order_acquire)};
           continue;
         }
+        if (!live) {  // K's slot, K erased: K is absent, and this is where it goes
+          if (!insert_if_absent) return Status::absent;
+          if (!make_new(pending)) return Status::full_arena;
+          if (claim(slot, w, pending, p.fp)) return Status::inserted;
+          continue;
+        }
         if (action == Found::keep) return Status::exists;
-        const SlotWord desired = action == Found::erase ? SlotWord{SlotWord::kDeleted} : pending.word(p.fp);
-        const std::uint64_t old_ref = w.ref();
+        SlotWord desired = pending.word(p.fp);
+        if (action == Found::erase) desired = pending.ref ? desired.deleted() : w.deleted();
+        const SlotWord old = w;
         if (cas_slot(slot, w, desired)) {
-          if (action == Found::erase) {
-            count_live(-1);
-          } else {
+          if (action == Found::erase) count_live(-1);
+          if (desired.ref() != old.ref()) {
             pending.published();
+            arena.free(old.ref());
           }
-          arena.free(old_ref);
           return action == Found::erase ? Status::ok : Status::assigned;
         }
       }
@@ -422,7 +445,16 @@ bool Map::erase(std::string_view key) {
   Impl::Pending pending(impl_.get());
   const Status s = impl_->mutate(
       key, false, pending, [](Impl::Pending&) { return false; },
-      [](const std::uint64_t*, std::uint32_t) { return Impl::Found::erase; });
+      [&](const std::uint64_t*, std::uint32_t len) {
+        // Shrink the deleted entry to a key-only record when that frees a
+        // larger block; if the arena cannot give one, keep the old record.
+        using detail::size_class_of;
+        const auto k = static_cast<std::uint32_t>(key.size());
+        if (!pending.ref && size_class_of(RecordHeader::record_bytes_for(k, len)) >
+                                size_class_of(RecordHeader::record_bytes_for(k, 0)))
+          (void)pending.make(key, {});
+        return Impl::Found::erase;
+      });
   return s == Status::ok;
 }
 
