@@ -59,11 +59,15 @@ std::uint64_t Arena::allocate(std::uint32_t klen, std::uint32_t vlen) {
   atom(sc.in_use).fetch_add(1, std::memory_order_relaxed);
 
   const RecordHeader fresh = RecordHeader::make(old.gen() + 1, klen, vlen);  // odd -> even
-  // Relaxed store, then the release fence (site A1): the new generation is
-  // ordered before every later store into the block (key, value). Pairs with the
-  // acquire fence in a reader's validation (map.cpp, site R3): a reader that
-  // saw any of the new bytes sees the new generation and discards its copy.
-  atom(block(ref)[0]).store(fresh.raw, std::memory_order_relaxed);
+  // Site A1. The release fence orders the new generation before every later
+  // store into the block (key, value); it pairs with the acquire fence in a
+  // reader's validation (map.cpp, R3): a reader that saw any of the new bytes
+  // sees the new generation and discards its copy. The store itself is a
+  // release too, pairing with the reader's acquire loads of the header (R1,
+  // R3): a reader that sees this generation also sees the unlink of the
+  // block's previous incarnation (it happened before the free that our pop
+  // acquired), so when it re-reads the slot word it finds it changed.
+  atom(block(ref)[0]).store(fresh.raw, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
   return ref;
 }
@@ -80,8 +84,10 @@ void Arena::free(std::uint64_t ref) {
   SizeClass& sc = header_->classes[cls];
 
   // Site F1: generation to odd, then a release fence so the link store below
-  // cannot be seen without it. Pairs with the reader's acquire fence (R3).
-  atom(b[0]).store(h.next_gen().raw, std::memory_order_relaxed);
+  // cannot be seen without it; pairs with the reader's acquire fence (R3). The
+  // store is a release too (pairs with R1/R3 loads): a reader that sees the odd
+  // generation also sees our caller's unlinking CAS when it re-reads the slot.
+  atom(b[0]).store(h.next_gen().raw, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
 
   // Relaxed: the CAS below publishes; a stale value only makes it fail.

@@ -105,10 +105,27 @@ struct Map::Impl {
     // load above saw a byte written after such a change, this load sees the
     // changed generation.
     std::atomic_thread_fence(std::memory_order_acquire);
-    // Relaxed: ordered by the fence above.
-    const std::uint64_t h2 = atom(r[0]).load(std::memory_order_relaxed);
+    // Acquire (site R3b): pairs with the release stores of a new generation
+    // (A1, F1); if the generation moved, the caller's re-read of the slot word
+    // sees the unlink that preceded the free.
+    const std::uint64_t h2 = atom(r[0]).load(std::memory_order_acquire);
     if (h2 != h1.raw) return Seen::stale;
     return equal ? Seen::match : Seen::other_key;
+  }
+
+  // A record goes stale only after its slot word was replaced, and the
+  // acquire/release pairs R1/R3b with A1/F1 guarantee that the re-read slot
+  // word shows it. A slot word that stays the same while its record keeps
+  // failing validation is therefore corruption, not contention: after this many
+  // such rounds (ABA-wrapped republication resolves in one) we say so instead
+  // of spinning forever.
+  static constexpr int kMaxStaleRounds = 64;
+  void stale_round(SlotWord before, SlotWord after, int& rounds) const {
+    if (before != after) {
+      rounds = 0;
+    } else if (++rounds > kMaxStaleRounds) {
+      arena.corrupt("slot word refers to a record whose generation never matches", before.ref());
+    }
   }
 
   struct Probe {
@@ -127,10 +144,14 @@ struct Map::Impl {
     const Probe p = probe_of(key);
     std::uint64_t pos = p.hash & mask;
     for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
+      SlotWord previous{};
+      int rounds = 0;
       for (;;) {
         // Site R0, acquire: pairs with the publishing CAS (W1) that stored this
         // word, so the record's header, key and value are visible.
         const SlotWord w{atom(index[pos]).load(std::memory_order_acquire)};
+        stale_round(previous, w, rounds);
+        previous = w;
         if (w.is_empty()) return false;
         if (!w.has_record() || w.fp() != p.fp) break;
         const bool live = w.is_live();
@@ -252,6 +273,7 @@ struct Map::Impl {
       std::uint64_t& slot = index[pos];
       // Site R0 (see find).
       SlotWord w{atom(slot).load(std::memory_order_acquire)};
+      int rounds = 0;
       for (;;) {
         if (w.is_empty()) {
           if (!insert_if_absent) return Status::absent;
@@ -269,7 +291,9 @@ struct Map::Impl {
         if (seen == Seen::other_key) break;
         if (seen == Seen::stale) {
           // Site R0 again: the record was recycled, so the slot changed.
+          const SlotWord before = w;
           w = SlotWord{atom(slot).load(std::memory_order_acquire)};
+          stale_round(before, w, rounds);
           continue;
         }
         if (!live) {  // K's slot, K erased: K is absent, and this is where it goes
@@ -532,10 +556,14 @@ void Map::for_each(const std::function<void(std::string_view, std::string_view)>
   const Impl& m = *impl_;
   std::string key, value;
   for (std::uint64_t pos = 0; pos <= m.mask; ++pos) {
+    SlotWord previous{};
+    int rounds = 0;
     for (;;) {
       // Site R0 (see find).
       const SlotWord w{atom(m.index[pos]).load(std::memory_order_acquire)};
       if (!w.is_live()) break;
+      m.stale_round(previous, w, rounds);
+      previous = w;
       if (!m.arena.in_bounds(w.ref(), 8)) m.arena.corrupt("slot word refers outside the arena", w.ref());
       std::uint64_t* r = m.arena.block(w.ref());
       // Site R1 (see read_record).
@@ -548,8 +576,8 @@ void Map::for_each(const std::function<void(std::string_view, std::string_view)>
       copy_value(value.data(), r + 1 + RecordHeader::pad8(h1.key_len()) / 8, h1.value_len());
       // Site R3 (see read_record).
       std::atomic_thread_fence(std::memory_order_acquire);
-      // Relaxed: ordered by the fence above.
-      if (atom(r[0]).load(std::memory_order_relaxed) != h1.raw) continue;
+      // Site R3b (see read_record).
+      if (atom(r[0]).load(std::memory_order_acquire) != h1.raw) continue;
       fn(key, value);
       break;
     }
