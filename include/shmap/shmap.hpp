@@ -17,8 +17,9 @@
 //   - The index does not grow yet: an insert reports Status::full_index once the
 //     used slots (live keys plus deleted slots) reach the index limit, and
 //     Status::full_arena when the arena has no room for the record.
-//   - Erased keys leave a deleted slot that is reclaimed only by a future index
-//     rebuild; stats() reports how many.
+//   - An erased key keeps its slot (re-inserting it reuses the slot); slots of
+//     keys that never come back are reclaimed only by a future index rebuild.
+//     stats() reports how many.
 //   - The arena is at most 32 GiB (records are addressed in 8-byte units by a
 //     32-bit reference).
 #pragma once
@@ -240,9 +241,10 @@ class Map {
   std::uint64_t size() const noexcept;
 
   // Calls fn(key, value) for every entry. Weakly consistent: an entry present
-  // for the whole walk is seen exactly once; one inserted or erased during the
-  // walk may or may not be seen, and a key erased and re-inserted may be seen
-  // twice. Writes no shared memory. Exceptions from fn propagate.
+  // for the whole walk is seen exactly once, and no key is seen twice (a key
+  // keeps its slot); one inserted or erased during the walk may or may not be
+  // seen. Lock-free per entry, writes no shared memory, allocates the key and
+  // value buffers once. Exceptions from fn propagate.
   void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn) const;
 
   // Scans the index and reads the arena counters. Writes no shared memory.
