@@ -25,7 +25,6 @@ class Category final : public std::error_category {
       case errc::creator_died: return "segment creator died during initialization";
       case errc::invalid_argument: return "invalid argument";
       case errc::read_only: return "map opened read-only";
-      case errc::system: return "system call failed";
     }
     return "unknown shmap error";
   }

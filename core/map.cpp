@@ -484,7 +484,6 @@ bool Map::erase(std::string_view key) {
 
 Status Map::compare_exchange(std::string_view key, std::string_view expected, std::string_view desired) {
   if (const Status s = check_sizes(key, desired); s != Status::ok) return s;
-  if (expected.size() > kMaxValueBytes) return Status::mismatch;
   impl_->require_writable();
   Impl::Pending pending(impl_.get());
   Status verdict = Status::ok;

@@ -375,7 +375,6 @@ Mapping open_segment(std::string_view name, const Options& opts) {
   m.bytes = file_bytes;
   m.base = map_fd(name, fd.fd, file_bytes, opts.read_only);
   validate_header(name, m.header(), file_bytes, opts);
-  // Map exactly the segment's own size; a larger file keeps its tail unmapped.
   return m;
 }
 

@@ -61,8 +61,9 @@ enum class errc : int {
   creator_died,          // the creator died before finishing initialization
   invalid_argument,      // bad name or options
   read_only,             // a write through a map opened read-only
-  system,                // an OS call failed; the message names the call and errno
 };
+// Failed OS calls throw shmap::Error with std::system_category() and errno
+// (compare with std::errc::permission_denied, ...); the message names the call.
 
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(errc e) noexcept;
@@ -80,7 +81,7 @@ class Error : public std::system_error {
 };
 
 enum class Status : std::uint8_t {
-  ok,               // done (for insert: inserted; for erase: erased; for get: found)
+  ok,               // done: insert inserted, compare_exchange swapped, fetch_add added, get_as read
   inserted,         // insert_or_assign/fetch_add: the key was absent and is now inserted
   assigned,         // insert_or_assign: the key existed and its value was replaced
   exists,           // insert: the key is already present; nothing changed
@@ -103,11 +104,12 @@ constexpr bool succeeded(Status s) noexcept {
 
 struct Options {
   // Keys the map must hold; the index gets the next power of two >= capacity*4/3
-  // slots, so `capacity` inserts always fit while no key has been erased.
+  // slots, so `capacity` distinct keys always fit in the index (the arena must
+  // also hold their records: size arena_bytes for your record sizes).
   std::uint64_t capacity = 1u << 16;
   // Bytes reserved for records. 0 derives 256 bytes per key of capacity
-  // (at least 1 MiB). The arena is reserved sparse: tmpfs and files commit
-  // only the pages that are touched.
+  // (at least 1 MiB, at most 32 GiB). The arena is reserved sparse: tmpfs and
+  // files commit only the pages that are touched.
   std::uint64_t arena_bytes = 0;
   // Permission bits of a created segment (the umask is not applied).
   mode_t mode = 0600;
@@ -115,7 +117,8 @@ struct Options {
   std::optional<std::uint64_t> hash_seed;
   // How long open() waits for a segment that is still initializing.
   std::chrono::milliseconds open_timeout{5000};
-  // Map the segment read-only (open() only): writes return Error(errc::read_only).
+  // Map the segment read-only (open() only): writes throw Error(errc::read_only)
+  // (after the key/value length checks, which return their Status first).
   bool read_only = false;
 };
 
@@ -156,7 +159,7 @@ struct Info {
 
 template <class T>
 struct FetchResult {
-  Status status = Status::absent;  // inserted (previous = 0), ok, wrong_size, full_*
+  Status status = Status::absent;  // inserted (previous = 0), ok, wrong_size, full_*, key_too_long
   T previous{};
 };
 
@@ -188,7 +191,9 @@ class Map {
   // Every operation below is safe to call from any number of threads and
   // processes at once. Progress guarantees are per operation.
 
-  // Insert-if-absent. Lock-free. Allocates arena memory only when inserting.
+  // Insert-if-absent. Lock-free. Takes an arena block before claiming a slot
+  // (and gives it back if the key turns out to exist or the index is full);
+  // when both index and arena are full it reports full_arena.
   // Returns ok, exists, full_index, full_arena, key_too_long, value_too_long.
   [[nodiscard]] Status insert(std::string_view key, std::string_view value);
 
@@ -243,8 +248,8 @@ class Map {
   // Calls fn(key, value) for every entry. Weakly consistent: an entry present
   // for the whole walk is seen exactly once, and no key is seen twice (a key
   // keeps its slot); one inserted or erased during the walk may or may not be
-  // seen. Lock-free per entry, writes no shared memory, allocates the key and
-  // value buffers once. Exceptions from fn propagate.
+  // seen. Lock-free per entry, writes no shared memory; reuses one key and one
+  // value buffer (grown as needed). Exceptions from fn propagate.
   void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn) const;
 
   // Scans the index and reads the arena counters. Writes no shared memory.
@@ -253,8 +258,9 @@ class Map {
   const std::string& name() const noexcept;
   bool read_only() const noexcept;
 
-  // Copies the value into `dst` if it is at most `cap` bytes; `len` gets its
-  // length either way. Returns false if absent. Lock-free, never allocates.
+  // Copies the value into `dst` if it is at most `cap` bytes and sets `len` to
+  // its length. Returns false if absent. On false, and on true with len > cap,
+  // `dst` may hold bytes of a discarded copy. Lock-free, never allocates.
   bool get_bytes(std::string_view key, void* dst, std::size_t cap, std::size_t& len) const;
 
   struct Impl;
