@@ -56,7 +56,7 @@ struct Map::Impl {
 
   explicit Impl(detail::Mapping m) : mapping(std::move(m)) {
     header = mapping.header();
-    const detail::HeaderFixed& f = header->fixed;
+    const detail::HeaderFixed& f = mapping.fixed;
     index = mapping.index();
     mask = f.index_slots - 1;
     seed = f.hash_seed;
@@ -77,7 +77,7 @@ struct Map::Impl {
   // must only read through relaxed atomics. `stale` means the record was
   // recycled meanwhile: the caller re-reads the slot word.
   template <class Sink>
-  Seen read_record(SlotWord w, std::string_view key, Sink&& sink) const {
+  Seen read_record(SlotWord w, std::string_view key, Sink&& sink, std::uint64_t* validated = nullptr) const {
     if (!arena.in_bounds(w.ref(), 8)) arena.corrupt("slot word refers outside the arena", w.ref());
     std::uint64_t* r = arena.block(w.ref());
     // Site R1, acquire: the first read of the seqlock; keeps the key/value
@@ -110,6 +110,7 @@ struct Map::Impl {
     // sees the unlink that preceded the free.
     const std::uint64_t h2 = atom(r[0]).load(std::memory_order_acquire);
     if (h2 != h1.raw) return Seen::stale;
+    if (validated) *validated = h2;
     return equal ? Seen::match : Seen::other_key;
   }
 
@@ -189,7 +190,13 @@ struct Map::Impl {
     Pending(const Pending&) = delete;
     Pending& operator=(const Pending&) = delete;
     ~Pending() {
-      if (ref) self->arena.free(ref);
+      if (!ref) return;
+      try {
+        self->arena.free(ref);
+      } catch (const Error&) {
+        // The block's header was found corrupt: leaking it is the only safe
+        // choice here; the error surfaces at the next operation that meets it.
+      }
     }
     // Allocates and fills the record once. False if the arena is full.
     bool make(std::string_view key, std::string_view value) {
@@ -211,17 +218,18 @@ struct Map::Impl {
     void published() { ref = 0; }
   };
 
-  bool reserve_slot() {
+  // Claimed slots are counted after the claiming CAS, and an insert into an
+  // EMPTY slot is refused while the count is at the limit. So `full_index` is
+  // never caused by another insert that then fails (no reservation to give
+  // back), and concurrent claimers can overshoot the limit by at most one slot
+  // each, which the 1/8 of slots above the limit absorbs.
+  bool below_used_limit() const {
     // Relaxed: an occupancy bound only; nothing is published through it.
-    const std::uint64_t used = atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
-    if (used < used_limit) return true;
-    // Relaxed: as above.
-    atom(header->used_slots.value).fetch_sub(1, std::memory_order_relaxed);
-    return false;
+    return atom(header->used_slots.value).load(std::memory_order_relaxed) < used_limit;
   }
-  void unreserve_slot() {
-    // Relaxed: as in reserve_slot.
-    atom(header->used_slots.value).fetch_sub(1, std::memory_order_relaxed);
+  void count_used_slot() {
+    // Relaxed: as above.
+    atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
   }
   void count_live(std::int64_t d) {
     // Relaxed: a statistics counter, read by size().
@@ -244,15 +252,13 @@ struct Map::Impl {
   // Returns true on success; on failure `w` holds the word that beat us.
   bool claim(std::uint64_t& slot, SlotWord& w, Pending& pending, std::uint32_t fp) {
     const SlotWord old = w;
-    if (old.is_empty() && !reserve_slot()) return false;
-    if (cas_slot(slot, w, pending.word(fp))) {
-      pending.published();
-      count_live(+1);
-      if (old.is_deleted()) arena.free(old.ref());
-      return true;
-    }
-    if (old.is_empty()) unreserve_slot();
-    return false;
+    if (old.is_empty() && !below_used_limit()) return false;
+    if (!cas_slot(slot, w, pending.word(fp))) return false;
+    pending.published();
+    count_live(+1);
+    if (old.is_empty()) count_used_slot();
+    if (old.is_deleted()) arena.free(old.ref());
+    return true;
   }
 
   // The one write loop behind every mutating operation.
@@ -279,15 +285,16 @@ struct Map::Impl {
           if (!insert_if_absent) return Status::absent;
           if (!make_new(pending)) return Status::full_arena;
           if (claim(slot, w, pending, p.fp)) return Status::inserted;
-          if (w.is_empty()) return Status::full_index;  // reserve_slot() refused
+          if (w.is_empty()) return Status::full_index;  // at the used-slot limit
           continue;  // `w` now holds the word that beat us
         }
         if (!w.has_record() || w.fp() != p.fp) break;
         const bool live = w.is_live();
         Found action = Found::keep;
-        const Seen seen = read_record(w, key, [&](const std::uint64_t* v, std::uint32_t len) {
-          if (live) action = on_found(v, len);
-        });
+        std::uint64_t validated = 0;
+        const Seen seen = read_record(
+            w, key, [&](const std::uint64_t* v, std::uint32_t len) { if (live) action = on_found(v, len); },
+            &validated);
         if (seen == Seen::other_key) break;
         if (seen == Seen::stale) {
           // Site R0 again: the record was recycled, so the slot changed.
@@ -305,6 +312,19 @@ struct Map::Impl {
         if (action == Found::keep) return Status::exists;
         SlotWord desired = pending.word(p.fp);
         if (action == Found::erase) desired = pending.ref ? desired.deleted() : w.deleted();
+        // ABA guard: the slot word carries only 22 bits of the record's
+        // generation, the header all 32. Re-checking the full generation right
+        // before the CAS shrinks the window in which a stalled writer could
+        // meet a recycled block with a wrapped tag from "read, decide, prepare"
+        // to these two instructions (docs/design.md, "The ABA bound").
+        // Acquire (R3b): as in read_record.
+        if (atom(arena.block(w.ref())[0]).load(std::memory_order_acquire) != validated) {
+          const SlotWord before = w;
+          // Site R0 again.
+          w = SlotWord{atom(slot).load(std::memory_order_acquire)};
+          stale_round(before, w, rounds);
+          continue;
+        }
         const SlotWord old = w;
         if (cas_slot(slot, w, desired)) {
           if (action == Found::erase) count_live(-1);
@@ -393,12 +413,7 @@ Map Map::open_or_create(std::string_view name, const Options& opts) {
   }
 }
 
-bool Map::remove(std::string_view name) {
-  const std::string path = detail::segment_path(name);
-  if (::unlink(path.c_str()) == 0) return true;
-  if (errno == ENOENT) return false;
-  detail::throw_system(name, "unlink('" + path + "')", errno);
-}
+bool Map::remove(std::string_view name) { return detail::remove_segment(name); }
 
 Info Map::info(std::string_view name) {
   Options opts;
@@ -434,6 +449,12 @@ Status Map::insert_or_assign(std::string_view key, std::string_view value) {
 }
 
 bool Map::get(std::string_view key, std::string& out) const {
+  // `key` may point into `out` (m.get(s, s)): copying the value would then
+  // overwrite the key before a retry compares it again.
+  if (!key.empty() && key.data() >= out.data() && key.data() < out.data() + out.capacity()) {
+    const std::string own_key(key);
+    return get(own_key, out);
+  }
   bool copied = false;
   const bool found = impl_->find(key, [&](const std::uint64_t* v, std::uint32_t len) {
     out.resize(len);
@@ -585,7 +606,7 @@ void Map::for_each(const std::function<void(std::string_view, std::string_view)>
 
 Stats Map::stats() const {
   const Impl& m = *impl_;
-  const detail::HeaderFixed& f = m.header->fixed;
+  const detail::HeaderFixed& f = m.mapping.fixed;
   Stats s;
   s.live_keys = size();
   s.index_slots = f.index_slots;
@@ -600,7 +621,8 @@ Stats Map::stats() const {
   s.load_factor = double(s.live_slots + s.deleted_slots) / double(f.index_slots);
   s.arena_bytes = f.arena_bytes;
   // Relaxed: statistics.
-  s.arena_carved = atom(m.header->arena_top.value).load(std::memory_order_relaxed) - detail::kArenaFirstOffset;
+  const std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
+  s.arena_carved = top > detail::kArenaFirstOffset ? top - detail::kArenaFirstOffset : 0;
   for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
     detail::SizeClass& sc = m.header->classes[c];
     SizeClassStats cs;
@@ -616,7 +638,7 @@ Stats Map::stats() const {
 }
 
 Info Map::info() const {
-  const detail::HeaderFixed& f = impl_->header->fixed;
+  const detail::HeaderFixed& f = impl_->mapping.fixed;
   Info i;
   i.name = impl_->mapping.name;
   i.path = impl_->mapping.path;

@@ -153,10 +153,11 @@ std::string hex(std::uint64_t v) {
   return buf;
 }
 
-// Validates a mapped header; `file_bytes` is the file size.
-void validate_header(std::string_view name, SegmentHeader* h, std::uint64_t file_bytes,
-                     const Options& opts) {
-  const HeaderFixed& f = h->fixed;
+// Validates a mapped header and returns the validated private copy of its
+// immutable part; `file_bytes` is the file size.
+HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64_t file_bytes,
+                            const Options& opts) {
+  HeaderFixed f = h->fixed;
   if (f.magic != kMagic)
     throw_error(errc::bad_magic, name, "not a shmap segment: magic is " + hex(f.magic) + ", expected " + hex(kMagic));
   if (f.layout_version != kLayoutVersion)
@@ -176,30 +177,42 @@ void validate_header(std::string_view name, SegmentHeader* h, std::uint64_t file
     if (state == static_cast<std::uint32_t>(SegmentState::ready)) break;
     if (state != static_cast<std::uint32_t>(SegmentState::initializing))
       throw_error(errc::corrupt, name, "unknown state word " + hex(state));
-    const HeaderFixed snapshot = h->fixed;
-    if (!process_alive(snapshot.creator_pid, snapshot.creator_start_time))
+    // Relaxed: the creator may still be writing the header; these two words are
+    // only used to ask whether it is alive.
+    const auto pid = static_cast<std::int64_t>(
+        atom(reinterpret_cast<std::uint64_t&>(h->fixed.creator_pid)).load(std::memory_order_relaxed));
+    // Relaxed: as above.
+    const std::uint64_t start = atom(h->fixed.creator_start_time).load(std::memory_order_relaxed);
+    if (!process_alive(pid, start))
       throw_error(errc::creator_died, name,
-                  "still initializing, and its creator (pid " + std::to_string(snapshot.creator_pid) +
+                  "still initializing, and its creator (pid " + std::to_string(pid) +
                       ") is gone: remove the segment and create it again");
     if (std::chrono::steady_clock::now() >= deadline)
       throw_error(errc::init_timeout, name,
                   "still initializing after " + std::to_string(opts.open_timeout.count()) +
-                      " ms (creator pid " + std::to_string(snapshot.creator_pid) + " is alive)");
+                      " ms (creator pid " + std::to_string(pid) + " is alive)");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  f = h->fixed;  // READY: the header is complete and immutable from here on
 
   if (h->checksum != header_checksum(f))
     throw_error(errc::corrupt, name, "header checksum mismatch: the header was overwritten");
   if (file_bytes < f.total_bytes)
     throw_error(errc::truncated, name,
                 "file is " + std::to_string(file_bytes) + " bytes, the header says " + std::to_string(f.total_bytes));
+  if (f.flags != 0) throw_error(errc::corrupt, name, "unknown header flags " + hex(f.flags));
+  // Every sum below is bounded before it is formed, so none can wrap: the
+  // checksum is not a secret, and a hostile header must still be refused.
   const bool geometry_ok =
-      f.header_bytes == kHeaderBytes && f.index_offset == kHeaderBytes && f.index_slots >= 16 &&
-      f.index_slots <= (std::uint64_t{1} << 32) && (f.index_slots & (f.index_slots - 1)) == 0 &&
-      f.used_limit <= f.index_slots && f.capacity <= f.index_slots && f.arena_offset % kPageBytes == 0 &&
-      f.arena_offset >= f.index_offset + f.index_slots * 8 && f.arena_bytes >= kMinArenaBytes &&
-      f.arena_bytes <= kMaxArenaBytes && f.arena_bytes % 8 == 0 && f.arena_offset + f.arena_bytes <= f.total_bytes;
+      f.header_bytes == kHeaderBytes && f.index_offset == kHeaderBytes && f.total_bytes <= file_bytes &&
+      f.index_slots >= 16 && f.index_slots <= (std::uint64_t{1} << 32) &&
+      (f.index_slots & (f.index_slots - 1)) == 0 && f.used_limit <= f.index_slots &&
+      f.capacity <= f.index_slots && f.index_slots * 8 <= f.total_bytes - f.index_offset &&
+      f.arena_offset % kPageBytes == 0 && f.arena_offset >= f.index_offset + f.index_slots * 8 &&
+      f.arena_offset <= f.total_bytes && f.arena_bytes >= kMinArenaBytes && f.arena_bytes <= kMaxArenaBytes &&
+      f.arena_bytes % 8 == 0 && f.arena_bytes <= f.total_bytes - f.arena_offset;
   if (!geometry_ok) throw_error(errc::corrupt, name, "header geometry is inconsistent (offsets or sizes out of range)");
+  return f;
 }
 
 }  // namespace
@@ -224,7 +237,7 @@ std::uint64_t header_checksum(const HeaderFixed& fixed) noexcept {
   return hash_bytes(std::string_view(reinterpret_cast<const char*>(&fixed), sizeof fixed), 0x5eed5eed5eed5eedull);
 }
 
-std::uint64_t process_start_time(std::int64_t pid) noexcept {
+std::uint64_t process_start_time(std::int64_t pid) noexcept try {
   if (pid <= 0) return 0;
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   if (!in) return 0;
@@ -239,6 +252,8 @@ std::uint64_t process_start_time(std::int64_t pid) noexcept {
     if (!(rest >> field)) return 0;
   }
   return std::strtoull(field.c_str(), nullptr, 10);
+} catch (...) {
+  return 0;
 }
 
 bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept {
@@ -250,7 +265,12 @@ bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept {
 }
 
 Mapping::Mapping(Mapping&& o) noexcept
-    : name(std::move(o.name)), path(std::move(o.path)), base(o.base), bytes(o.bytes), read_only(o.read_only) {
+    : name(std::move(o.name)),
+      path(std::move(o.path)),
+      base(o.base),
+      bytes(o.bytes),
+      read_only(o.read_only),
+      fixed(o.fixed) {
   o.base = nullptr;
   o.bytes = 0;
 }
@@ -263,6 +283,7 @@ Mapping& Mapping::operator=(Mapping&& o) noexcept {
     base = o.base;
     bytes = o.bytes;
     read_only = o.read_only;
+    fixed = o.fixed;
     o.base = nullptr;
     o.bytes = 0;
   }
@@ -284,12 +305,15 @@ Mapping create_segment(std::string_view name, const Options& opts) {
     if (errno == ENOENT) throw_error(errc::invalid_argument, name, "directory '" + dir + "' does not exist");
     throw_system(name, "statvfs('" + dir + "')", errno);
   }
-  const std::uint64_t fs_bytes = std::uint64_t(fs.f_blocks) * fs.f_frsize;
-  if (fs_bytes != 0 && g.total_bytes > fs_bytes)
+  // Checked against the space free now: pages are committed on touch, and a
+  // full filesystem would kill the writer touching a new page with SIGBUS.
+  // (Other files can still fill it later; see the caveats in docs/api.md.)
+  const std::uint64_t fs_free = std::uint64_t(fs.f_bavail) * fs.f_frsize;
+  if (fs.f_blocks != 0 && g.total_bytes > fs_free)
     throw_error(errc::invalid_argument, name,
-                "needs " + std::to_string(g.total_bytes) + " bytes but the filesystem at '" + dir + "' holds only " +
-                    std::to_string(fs_bytes) +
-                    " (pages are committed on touch; a full filesystem would kill writers with SIGBUS)");
+                "needs " + std::to_string(g.total_bytes) + " bytes but the filesystem at '" + dir + "' has only " +
+                    std::to_string(fs_free) + " free (pages are committed on touch; a full filesystem would kill " +
+                    "writers with SIGBUS)");
 
   // An unnamed file first; a uniquely named temporary where O_TMPFILE is unsupported.
   std::string temp_path;
@@ -324,6 +348,7 @@ Mapping create_segment(std::string_view name, const Options& opts) {
     throw;
   }
   init_header(m.header(), g, opts);
+  m.fixed = m.header()->fixed;
 
   // Publish under the name: link(2) is atomic and fails if the name exists.
   int rc;
@@ -374,8 +399,27 @@ Mapping open_segment(std::string_view name, const Options& opts) {
   m.read_only = opts.read_only;
   m.bytes = file_bytes;
   m.base = map_fd(name, fd.fd, file_bytes, opts.read_only);
-  validate_header(name, m.header(), file_bytes, opts);
+  m.fixed = validate_header(name, m.header(), file_bytes, opts);
   return m;
+}
+
+bool remove_segment(std::string_view name) {
+  const std::string path = segment_path(name);
+  const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (raw < 0) {
+    if (errno == ENOENT) return false;
+    throw_system(name, "open('" + path + "')", errno);
+  }
+  {
+    Fd fd(raw);
+    std::uint64_t magic = 0;
+    if (::pread(fd.fd, &magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic) || magic != kMagic)
+      throw_error(errc::bad_magic, name,
+                  "refusing to remove '" + path + "': it is not a shmap segment (no shmap magic number)");
+  }
+  if (::unlink(path.c_str()) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_system(name, "unlink('" + path + "')", errno);
 }
 
 }  // namespace shmap::detail

@@ -21,6 +21,10 @@ std::uint64_t header_checksum(const HeaderFixed& fixed) noexcept;
 // 0 if the process does not exist.
 std::uint64_t process_start_time(std::int64_t pid) noexcept;
 
+// Unlinks `name` after checking that it is a shmap segment (magic number), so
+// a typo cannot delete an unrelated file. False if it did not exist.
+bool remove_segment(std::string_view name);
+
 // True if `pid` is alive and started at `start_time` (not a reused pid).
 bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept;
 
@@ -33,12 +37,16 @@ struct Mapping {
   void* base = nullptr;
   std::size_t bytes = 0;
   bool read_only = false;
+  // A private copy of the immutable header, taken once and validated: offsets
+  // are never re-read from shared memory, where a hostile writer could change
+  // them after validation.
+  HeaderFixed fixed{};
 
   SegmentHeader* header() const { return static_cast<SegmentHeader*>(base); }
   std::uint64_t* index() const {
-    return reinterpret_cast<std::uint64_t*>(static_cast<char*>(base) + header()->fixed.index_offset);
+    return reinterpret_cast<std::uint64_t*>(static_cast<char*>(base) + fixed.index_offset);
   }
-  char* arena() const { return static_cast<char*>(base) + header()->fixed.arena_offset; }
+  char* arena() const { return static_cast<char*>(base) + fixed.arena_offset; }
 
   Mapping() = default;
   Mapping(const Mapping&) = delete;
