@@ -103,8 +103,9 @@ constexpr bool succeeded(Status s) noexcept {
 }
 
 struct Options {
-  // Keys the map must hold; the index gets the next power of two >= capacity*4/3
-  // slots, so `capacity` distinct keys always fit in the index (the arena must
+  // Keys the map must hold (1 to 2^31); the index gets the next power of two
+  // >= max(16, capacity*4/3) slots, and inserts of new keys are refused at 7/8
+  // of them, so `capacity` distinct keys always fit in the index (the arena must
   // also hold their records: size arena_bytes for your record sizes).
   std::uint64_t capacity = 1u << 16;
   // Bytes reserved for records. 0 derives 256 bytes per key of capacity
