@@ -1,0 +1,417 @@
+// Helpers shared by the shmap test suites: unique segment names that are always
+// removed, temporary directories, forging of segment headers, value encodings
+// that let a reader detect a torn or foreign value, and Catch2 printers.
+#pragma once
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "layout.hpp"
+#include "segment.hpp"
+#include "shmap/shmap.hpp"
+
+#if defined(__SANITIZE_THREAD__)
+#define SHMAP_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMAP_TEST_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SHMAP_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SHMAP_TEST_ASAN 1
+#endif
+#endif
+
+namespace Catch {
+template <>
+struct StringMaker<shmap::Status> {
+  static std::string convert(shmap::Status s) { return shmap::to_string(s); }
+};
+template <>
+struct StringMaker<std::error_code> {
+  static std::string convert(const std::error_code& e) {
+    return std::string(e.category().name()) + ":" + std::to_string(e.value()) + " (" + e.message() + ")";
+  }
+};
+}  // namespace Catch
+
+namespace shmap_test {
+
+// Iteration counts are scaled down where instrumentation makes each operation
+// an order of magnitude slower, so every test stays within a few seconds.
+#if defined(SHMAP_TEST_TSAN)
+inline constexpr int kSlowdown = 2;
+#else
+inline constexpr int kSlowdown = 1;
+#endif
+
+// "/shmap-test-<pid>-<n>": unique across concurrently running test processes
+// and within one process, so parallel ctest runs never collide.
+inline std::string unique_name() {
+  static std::atomic<unsigned> counter{0};
+  // Relaxed: only the uniqueness of the returned value matters.
+  return "/shmap-test-" + std::to_string(::getpid()) + "-" +
+         std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+}
+
+// The file behind a POSIX shm name ("/x" -> "/dev/shm/x").
+inline std::string shm_file(const std::string& name) { return "/dev/shm" + name; }
+
+// Removes the segment when the test ends, however it ends.
+class SegmentGuard {
+ public:
+  SegmentGuard() : name_(unique_name()) {}
+  explicit SegmentGuard(std::string name) : name_(std::move(name)) {}
+  SegmentGuard(const SegmentGuard&) = delete;
+  SegmentGuard& operator=(const SegmentGuard&) = delete;
+  ~SegmentGuard() {
+    try {
+      shmap::Map::remove(name_);
+    } catch (...) {
+      // remove() refuses files that are not shmap segments (forged garbage):
+      // unlink those directly.
+      ::unlink(file().c_str());
+    }
+  }
+  const std::string& name() const { return name_; }
+  std::string file() const { return name_.front() == '/' && name_.find('/', 1) == std::string::npos ? shm_file(name_) : name_; }
+
+ private:
+  std::string name_;
+};
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "shmap-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
+    path_ = tmpl;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string file(std::string_view leaf) const { return path_ + "/" + std::string(leaf); }
+
+ private:
+  std::string path_;
+};
+
+inline shmap::Options small_options(std::uint64_t capacity = 1024, std::uint64_t arena_bytes = 0) {
+  shmap::Options o;
+  o.capacity = capacity;
+  o.arena_bytes = arena_bytes;
+  return o;
+}
+
+// Runs f and returns the shmap::Error it threw, or nothing if it did not throw.
+// Any other exception propagates (and fails the test).
+template <class F>
+std::optional<shmap::Error> error_of(F&& f) {
+  try {
+    f();
+  } catch (const shmap::Error& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+// Requires `expr` to throw shmap::Error with `code` whose message and segment()
+// name the segment.
+#define REQUIRE_SHMAP_ERROR(expr, expected_errc, segment_name)                                          \
+  do {                                                                                                 \
+    const auto shmap_err_ = ::shmap_test::error_of([&] { (void)(expr); });                             \
+    INFO("expected shmap::Error " #expected_errc " from: " #expr);                                    \
+    REQUIRE(shmap_err_.has_value());                                                                   \
+    CHECK(shmap_err_->code() == ::shmap::make_error_code(expected_errc));                              \
+    CHECK_THAT(std::string(shmap_err_->what()), Catch::Matchers::Contains(std::string(segment_name))); \
+    CHECK(shmap_err_->segment() == std::string(segment_name));                                         \
+  } while (0)
+
+// Maps a segment file read-write, lets `edit` change its header, and by default
+// recomputes the header checksum so that only the edited field is wrong.
+inline void edit_header(const std::string& file, const std::function<void(shmap::detail::SegmentHeader&)>& edit,
+                        bool fix_checksum = true) {
+  const int fd = ::open(file.c_str(), O_RDWR);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + file);
+  void* p = ::mmap(nullptr, shmap::detail::kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw std::system_error(err, std::generic_category(), "mmap " + file);
+  auto* h = static_cast<shmap::detail::SegmentHeader*>(p);
+  edit(*h);
+  if (fix_checksum) h->checksum = shmap::detail::header_checksum(h->fixed);
+  ::munmap(p, shmap::detail::kHeaderBytes);
+}
+
+// Maps a whole segment file read-write for forging index words and records.
+inline void edit_segment(const std::string& file, const std::function<void(char* base, std::size_t bytes)>& edit) {
+  const int fd = ::open(file.c_str(), O_RDWR);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + file);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "fstat " + file);
+  }
+  void* p = ::mmap(nullptr, std::size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw std::system_error(err, std::generic_category(), "mmap " + file);
+  edit(static_cast<char*>(p), std::size_t(st.st_size));
+  ::munmap(p, std::size_t(st.st_size));
+}
+
+inline void truncate_file(const std::string& file, off_t bytes) {
+  if (::truncate(file.c_str(), bytes) != 0) throw std::system_error(errno, std::generic_category(), "truncate " + file);
+}
+
+inline off_t file_size(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + file);
+  return st.st_size;
+}
+
+inline mode_t file_mode(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + file);
+  return st.st_mode & 07777;
+}
+
+inline bool file_exists(const std::string& file) {
+  struct stat st {};
+  return ::stat(file.c_str(), &st) == 0;
+}
+
+// Deterministic bytes (every byte value occurs) for a value of `len` bytes.
+inline std::string pattern_value(std::uint64_t seed, std::size_t len) {
+  std::string s(len, '\0');
+  std::uint64_t x = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+  for (std::size_t i = 0; i < len; ++i) {
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 32;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
+inline std::uint64_t fnv1a(std::string_view bytes) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// A self-checking value: (key id, writer id, version) followed by a payload whose
+// length varies with the version (so updates cross size classes) and a checksum
+// over everything before it. A torn or misdirected value fails decode().
+struct Tagged {
+  std::uint32_t key = 0;
+  std::uint32_t writer = 0;
+  std::uint64_t version = 0;
+};
+
+inline std::string encode_tagged(const Tagged& t, std::size_t payload_len) {
+  std::string v(16 + payload_len + 8, '\0');
+  std::memcpy(v.data(), &t.key, 4);
+  std::memcpy(v.data() + 4, &t.writer, 4);
+  std::memcpy(v.data() + 8, &t.version, 8);
+  const std::string payload = pattern_value(t.version * 131 + t.key * 7 + t.writer, payload_len);
+  std::memcpy(v.data() + 16, payload.data(), payload_len);
+  const std::uint64_t sum = fnv1a(std::string_view(v.data(), 16 + payload_len));
+  std::memcpy(v.data() + 16 + payload_len, &sum, 8);
+  return v;
+}
+
+inline std::optional<Tagged> decode_tagged(std::string_view v) {
+  if (v.size() < 24) return std::nullopt;
+  Tagged t;
+  std::memcpy(&t.key, v.data(), 4);
+  std::memcpy(&t.writer, v.data() + 4, 4);
+  std::memcpy(&t.version, v.data() + 8, 8);
+  std::uint64_t sum = 0;
+  std::memcpy(&sum, v.data() + v.size() - 8, 8);
+  if (sum != fnv1a(v.substr(0, v.size() - 8))) return std::nullopt;
+  const std::size_t payload_len = v.size() - 24;
+  if (v.substr(16, payload_len) != pattern_value(t.version * 131 + t.key * 7 + t.writer, payload_len)) return std::nullopt;
+  return t;
+}
+
+inline std::string i64_bytes(std::int64_t v) { return std::string(reinterpret_cast<const char*>(&v), sizeof v); }
+
+inline std::int64_t i64_of(std::string_view b) {
+  std::int64_t v = 0;
+  std::memcpy(&v, b.data(), sizeof v);
+  return v;
+}
+
+inline std::uint64_t sum_in_use(const shmap::Stats& s) {
+  std::uint64_t n = 0;
+  for (const auto& c : s.classes) n += c.in_use;
+  return n;
+}
+
+// Invariants that hold whenever no write is in flight: the counters agree with
+// an index scan, every claimed slot (live, or deleted: a deleted slot keeps a
+// record naming its key, see core/layout.hpp) holds exactly one arena block so
+// nothing leaked, and the per-class counters add up.
+inline void check_quiescent(const shmap::Map& map) {
+  const shmap::Stats s = map.stats();
+  const std::uint64_t n = map.size();
+  CHECK(s.live_keys == n);
+  CHECK(s.live_slots == n);
+  CHECK(s.live_slots + s.deleted_slots + s.empty_slots == s.index_slots);
+  CHECK(s.load_factor == Approx(double(s.live_slots + s.deleted_slots) / double(s.index_slots)));
+  CHECK(sum_in_use(s) == s.live_slots + s.deleted_slots);
+  std::uint64_t carved_bytes = 0;
+  for (const auto& c : s.classes) {
+    CHECK(c.carved > 0);
+    CHECK(c.free == c.carved - c.in_use);
+    carved_bytes += c.carved * c.block_bytes;
+  }
+  CHECK(s.arena_carved >= carved_bytes);
+  CHECK(s.arena_carved <= s.arena_bytes);
+  std::uint64_t walked = 0;
+  map.for_each([&](std::string_view, std::string_view) { ++walked; });
+  CHECK(walked == n);
+  // The full invariant check: no duplicate key, probe invariant, free lists,
+  // every carved byte reachable or free, counters.
+  const shmap::FsckReport f = map.fsck();
+  INFO("fsck: " << (f.violations.empty() ? std::string("clean") : f.violations.front()));
+  CHECK(f.ok);
+  CHECK(f.leaked_bytes == 0);
+  CHECK(f.live_keys == n);
+}
+
+// Forked children: run `body` in a child and leave with its result via _exit,
+// never returning into Catch. An exception becomes exit code 98.
+template <class F>
+pid_t spawn(F&& body) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    int rc = 97;
+    try {
+      rc = body();
+    } catch (...) {
+      rc = 98;
+    }
+    ::_exit(rc);
+  }
+  return pid;
+}
+
+// Exit code of a child, or 128 + signal number if it was killed.
+inline int wait_child(pid_t pid) {
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r != pid) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -2;
+}
+
+inline bool write_all(int fd, const void* data, std::size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= std::size_t(w);
+  }
+  return true;
+}
+
+inline bool read_all(int fd, void* data, std::size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= std::size_t(r);
+  }
+  return true;
+}
+
+// A start line for forked children, made of two pipes (no sleeps): each child
+// reports ready, then blocks until the parent closes the "go" pipe, which
+// releases every child at once.
+class StartGate {
+ public:
+  StartGate() {
+    if (::pipe(ready_) != 0 || ::pipe(go_) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
+  }
+  StartGate(const StartGate&) = delete;
+  StartGate& operator=(const StartGate&) = delete;
+  ~StartGate() {
+    for (int fd : {ready_[0], ready_[1], go_[0], go_[1]})
+      if (fd >= 0) ::close(fd);
+  }
+  // In a child: announce readiness and wait for the start.
+  bool child_wait() {
+    ::close(go_[1]);
+    go_[1] = -1;
+    const char c = 'r';
+    if (!write_all(ready_[1], &c, 1)) return false;
+    char buf;
+    ssize_t r;
+    do {
+      r = ::read(go_[0], &buf, 1);
+    } while (r < 0 && errno == EINTR);
+    return r == 0;
+  }
+  // In the parent, once every child is forked: wait until n children are
+  // ready, then release them all. A child that died early ends the wait (EOF)
+  // instead of hanging it, because the parent drops its own write end first.
+  bool release_when_ready(int n) {
+    ::close(ready_[1]);
+    ready_[1] = -1;
+    for (int i = 0; i < n; ++i) {
+      char c;
+      if (!read_all(ready_[0], &c, 1)) return false;
+    }
+    ::close(go_[1]);
+    go_[1] = -1;
+    return true;
+  }
+
+ private:
+  int ready_[2] = {-1, -1};
+  int go_[2] = {-1, -1};
+};
+
+}  // namespace shmap_test

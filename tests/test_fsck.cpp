@@ -1,0 +1,151 @@
+// fsck: clean on every map the operations can produce, and each kind of
+// damage forged behind the library's back is reported (and named).
+#include <cstdint>
+#include <string>
+
+#include "support.hpp"
+
+using shmap::FsckReport;
+using shmap::Map;
+using shmap::Status;
+using shmap::detail::SegmentHeader;
+using shmap::detail::SlotWord;
+using namespace shmap_test;
+
+namespace {
+
+bool mentions(const FsckReport& r, const std::string& needle) {
+  for (const auto& v : r.violations)
+    if (v.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+// A map with live, replaced, erased and re-inserted keys across size classes.
+void populate(Map& m) {
+  for (int i = 0; i < 600; ++i) REQUIRE(m.insert_or_assign("k" + std::to_string(i), pattern_value(i, i % 200)) == Status::inserted);
+  for (int i = 0; i < 600; i += 3) REQUIRE(m.erase("k" + std::to_string(i)));
+  for (int i = 0; i < 600; i += 5) REQUIRE(shmap::succeeded(m.insert_or_assign("k" + std::to_string(i), "again")));
+  for (int i = 0; i < 50; ++i) REQUIRE(shmap::succeeded(m.fetch_add("counter", 1).status));
+}
+
+std::uint64_t* index_of(char* base) {
+  auto* h = reinterpret_cast<SegmentHeader*>(base);
+  return reinterpret_cast<std::uint64_t*>(base + h->fixed.index_offset);
+}
+
+}  // namespace
+
+TEST_CASE("fsck finds a map built by inserts, updates, erases and re-inserts clean, with nothing leaked") {
+  SegmentGuard g;
+  Map m = Map::create(g.name(), small_options(2048));
+  populate(m);
+  const FsckReport r = m.fsck();
+  INFO((r.violations.empty() ? std::string() : r.violations.front()));
+  CHECK(r.ok);
+  CHECK(r.violation_count == 0);
+  CHECK(r.leaked_bytes == 0);
+  CHECK(r.live_keys == m.size());
+  CHECK(r.reachable_bytes + r.free_bytes == r.carved_bytes);
+  CHECK(r.reachable_blocks == r.live_keys + r.deleted_slots);
+}
+
+TEST_CASE("fsck runs on a read-only mapping") {
+  SegmentGuard g;
+  {
+    Map m = Map::create(g.name(), small_options(2048));
+    populate(m);
+  }
+  shmap::Options ro;
+  ro.read_only = true;
+  CHECK(Map::open(g.name(), ro).fsck().ok);
+}
+
+TEST_CASE("fsck reports carved bytes that are neither reachable nor free as leaked") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  // A writer killed between carving a block and publishing it leaves exactly this.
+  edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.arena_top.value += 48; });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(r.leaked_bytes == 48);
+  CHECK(mentions(r, "neither reachable nor free"));
+}
+
+TEST_CASE("fsck reports two slots referring to one record") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
+    std::uint64_t* index = index_of(base);
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    std::uint64_t live = 0;
+    for (std::uint64_t i = 0; i < h->fixed.index_slots; ++i)
+      if (index[i]) live = i;
+    index[(live + 5) & (h->fixed.index_slots - 1)] = index[live];
+  });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "referred to by two slots"));
+}
+
+TEST_CASE("fsck reports a fingerprint that does not match the key's hash") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
+    std::uint64_t* index = index_of(base);
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    for (std::uint64_t i = 0; i < h->fixed.index_slots; ++i)
+      if (index[i]) index[i] ^= std::uint64_t{1} << SlotWord::kFpShift;
+  });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "fingerprint"));
+}
+
+TEST_CASE("fsck reports a key stored past an EMPTY slot of its probe sequence") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
+    std::uint64_t* index = index_of(base);
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    const std::uint64_t mask = h->fixed.index_slots - 1;
+    for (std::uint64_t i = 0; i < h->fixed.index_slots; ++i) {
+      if (!index[i]) continue;
+      index[(i + 3) & mask] = index[i];  // moved two EMPTY slots further along
+      index[i] = 0;
+      break;
+    }
+  });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "EMPTY slot"));
+}
+
+TEST_CASE("fsck reports a free list that loops back on itself") {
+  SegmentGuard g;
+  {
+    Map m = Map::create(g.name(), small_options());
+    REQUIRE(m.insert_or_assign("k", "v1") == Status::inserted);
+    REQUIRE(m.insert_or_assign("k", "v2") == Status::assigned);  // frees the first record
+  }
+  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    for (auto& sc : h->classes) {
+      const shmap::detail::FreeHead head{sc.head};
+      if (head.ref() == 0) continue;
+      auto* node = reinterpret_cast<std::uint64_t*>(base + h->fixed.arena_offset + head.ref() * 8);
+      node[1] = head.ref();  // link to itself
+    }
+  });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "cycle"));
+}
+
+TEST_CASE("fsck reports counters that disagree with the index") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.live_keys.value += 1; });
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "live_keys counter"));
+}
