@@ -90,7 +90,7 @@ segment_absent() {  # NAME: info must say "not found"
 shmap 2
 stderr_has "Usage: shmap COMMAND"
 shmap 0 --help
-for word in create info put get del dump rm "Exit codes" "4  map full"; do stdout_has "$word"; done
+for word in create info put get del dump fsck rm "Exit codes" "4  map full" "5  fsck"; do stdout_has "$word"; done
 shmap 0 -h
 stdout_has "Usage: shmap COMMAND"
 shmap 0 help
@@ -339,6 +339,22 @@ stderr_has "full_arena"
 shmap 0 get "$small_arena" blob1
 stdout_matches_file "$tmp/100k"
 shmap 0 put "$small_arena" small value
+
+# ---------------------------------------------------------------- fsck
+shmap 0 fsck "$map"
+stdout_has "leaked           0 bytes"
+shmap 0 create "$tmp/fsckme" --capacity 16
+for k in a b c d e; do shmap 0 put "$tmp/fsckme" "$k" "value-$k"; done
+shmap 0 fsck "$tmp/fsckme"
+stdout_has "live keys        5"
+# Overwrite the whole index (16 slots at offset 16384) with 0xff: every slot
+# word then refers outside the arena.
+head -c 128 /dev/zero | tr '\0' '\377' | dd of="$tmp/fsckme" bs=1 seek=16384 conv=notrunc status=none
+shmap 5 fsck "$tmp/fsckme"
+stdout_has "violation: slot 0: reserved FROZEN bit set"
+stderr_has "violation(s)"
+shmap 0 rm "$tmp/fsckme"
+shmap 3 fsck "$absent"
 
 # ---------------------------------------------------------------- rm
 printf 'this is not a shmap segment, only some text long enough to hold a header?' >"$tmp/not-a-map"
