@@ -1,0 +1,123 @@
+// shmap-bench: the multi-process benchmark driver. See --help and
+// docs/benchmarks.md.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "measure.hpp"
+#include "options.hpp"
+#include "planner.hpp"
+#include "report.hpp"
+#include "topology.hpp"
+#include "workload.hpp"
+
+namespace shmap::bench {
+namespace {
+
+void print_plan(const std::vector<Placement>& plan, PinPolicy pin) {
+  std::cout << "pinning (" << to_string(pin) << "), worker -> PU:\n";
+  for (const Placement& p : plan) std::cout << "  worker " << p.worker << " -> " << describe(p) << "\n";
+  std::cout << "  (with 1 worker: worker 0's placement)\n";
+}
+
+int run(const Options& o) {
+  const KeySpace ks(o.keys, o.key_bytes, o.value_bytes, o.seed);  // validates the key options first
+  const Machine machine(o.synthetic);
+  const Topology& topo = machine.topology();
+  const RunInfo info = collect_run_info();
+  std::cout << "shmap-bench  " << info.date_utc << "  " << info.host << "  " << info.kernel << "\n";
+  std::cout << "machine: " << summary(topo) << (machine.synthetic() ? "  [synthetic]" : "") << "\n";
+  const std::vector<Placement> plan = plan_placement(topo, o.pin, o.procs);
+  print_plan(plan, o.pin);
+  if (o.plan_only) return 0;
+  if (o.procs > topo.pus.size()) {
+    std::cout << "note: " << o.procs << " workers on " << topo.pus.size()
+              << " PUs: workers share PUs, so spinning and preemption distort the numbers\n";
+  }
+  std::cout << "load average at start: " << info.loadavg_start << " (other load on the machine skews results)\n";
+  std::cout << "build: " << info.compiler << (info.optimized ? ", optimized (NDEBUG)" : ", NOT optimized (no NDEBUG)")
+            << "\n";
+
+  std::cout << "config: " << o.keys << " keys of " << o.key_bytes << " B, values of " << o.value_bytes << " B, "
+            << o.duration_s << " s per measurement, median of " << o.repeat << " repeats, seed " << o.seed << "\n\n";
+
+  std::vector<unsigned> counts{1};
+  if (o.procs > 1) counts.push_back(o.procs);
+
+  install_cleanup_handlers();
+  const Context ctx{o, machine, ks};
+  std::vector<Measurement> all;
+  std::string tables;
+  for (std::size_t wi = 0; wi < o.workloads.size(); ++wi) {
+    const Workload& wl = o.workloads[wi];
+    std::vector<std::string> impls;
+    for (const std::string& impl : o.impls) {
+      std::string why;
+      if (applies(impl, wl, ks, &why)) {
+        impls.push_back(impl);
+      } else if (impl != "std-shared_mutex" || wl.reads()) {
+        std::cout << "[" << wl.name << "] skipping " << impl << ": " << why << "\n";
+      }
+    }
+    for (const unsigned n : counts) {
+      const std::vector<Placement> nplan = plan_placement(topo, o.pin, n);
+      for (unsigned r = 0; r < o.repeat; ++r) {
+        // One set of streams per (workload, workers, repeat), run by every
+        // implementation in turn: the same keys, in the same order.
+        std::vector<OpStream> streams;
+        const std::uint64_t seed = fmix64(o.seed + 0x9e3779b97f4a7c15ull * (wi + 1) + 0x100000001b3ull * n + r);
+        for (unsigned w = 0; w < n; ++w) streams.push_back(make_stream(ks, wl, n, w, seed));
+        std::cout << "[" << wl.name << "] " << n << " worker" << (n > 1 ? "s" : "") << ", repeat " << r + 1 << "/"
+                  << o.repeat << ":";
+        for (const std::string& impl : impls) {
+          Measurement m = measure(ctx, impl, wl, r, nplan, streams);
+          char buf[64];
+          std::snprintf(buf, sizeof buf, " %s %.3f%s", impl.c_str(), m.run.mops(), m.anomalies.empty() ? "" : "(!)");
+          std::cout << buf << std::flush;
+          all.push_back(std::move(m));
+        }
+        std::cout << "\n";
+      }
+    }
+    const std::string t = format_table(wl, all, counts, impls, o.keys);
+    std::cout << "\n" << t << "\n";
+    tables += t + "\n";
+  }
+
+  std::cout << "load average at end: " << read_loadavg() << "\n\n";
+  std::cout << "==== results (Mops/s: median of " << o.repeat << " repeats; shmap/impl = ratio of medians at the same "
+            << "worker count; >1 means shmap is faster)\n\n"
+            << tables;
+
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    f << to_json(info, o, topo, o.pin, counts, all);
+    if (!f) {
+      std::cerr << "shmap-bench: cannot write " << o.json_path << "\n";
+      return 1;
+    }
+    std::cout << "wrote " << o.json_path << "\n";
+  }
+  const bool clean = std::all_of(all.begin(), all.end(), [](const Measurement& m) { return m.anomalies.empty(); });
+  if (!clean) std::cout << "some measurements had anomalies (see ANOMALY lines): exit status 1\n";
+  return clean ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace shmap::bench
+
+int main(int argc, char** argv) {
+  int code = 0;
+  const auto opts = shmap::bench::parse_options(argc, argv, code);
+  if (!opts) return code;
+  try {
+    return shmap::bench::run(*opts);
+  } catch (const std::exception& e) {
+    std::cerr << "shmap-bench: " << e.what() << "\n";
+    return 1;
+  }
+}

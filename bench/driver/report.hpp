@@ -1,0 +1,46 @@
+// Summaries (median and range of the repeats), the printed tables, and the
+// JSON result file.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "measure.hpp"
+#include "options.hpp"
+#include "planner.hpp"
+
+namespace shmap::bench {
+
+struct RunInfo {
+  std::string date_utc;  // ISO 8601
+  std::string host;
+  std::string kernel;
+  std::string compiler;
+  bool optimized = false;  // NDEBUG build
+  std::string loadavg_start;  // /proc/loadavg's three averages when the run began
+};
+
+// The 1, 5 and 15 minute load averages, "0.52 0.58 0.59".
+std::string read_loadavg();
+
+RunInfo collect_run_info();
+
+struct Summary {
+  double median = 0, min = 0, max = 0;  // Mops/s over the repeats that ran cleanly
+  unsigned samples = 0;
+};
+
+// The measurements of (workload, impl, workers) that had no anomaly.
+std::optional<Summary> summarize(const std::vector<Measurement>& all, const std::string& workload,
+                                 const std::string& impl, unsigned workers);
+
+// The table of one workload: a row per implementation and worker count, with
+// shmap's ratio to each baseline at the same worker count.
+std::string format_table(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
+                         const std::vector<std::string>& impls, std::uint64_t keys);
+
+std::string to_json(const RunInfo& info, const Options& o, const Topology& topo, PinPolicy pin,
+                    const std::vector<unsigned>& counts, const std::vector<Measurement>& all);
+
+}  // namespace shmap::bench

@@ -1,0 +1,381 @@
+// The implementations the driver measures, behind one small adapter interface,
+// and the timed loop that drives them.
+//
+// Adapter interface (one adapter object per worker):
+//   bool get(std::string_view key, std::string& out)            copies the value into out; false if absent
+//   bool insert(std::string_view key, std::string_view value)   true if inserted
+//   bool assign(std::string_view key, std::string_view value)   insert_or_assign; true if it took effect
+#pragma once
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+
+#include "runner.hpp"
+#include "shmap/shmap.hpp"
+#include "workload.hpp"
+
+namespace shmap::bench {
+
+// Operations between two reads of the clock.
+inline constexpr std::size_t kClockEvery = 256;
+
+// The timed loop. Runs the stream (cycling if it is cyclic) until the deadline
+// on CLOCK_MONOTONIC, or the end of a non-cyclic stream.
+template <WorkloadKind Kind, class Table>
+LoopCounts run_loop(Table& table, const OpStream& s, std::int64_t deadline_ns) {
+  LoopCounts c;
+  std::string out;
+  out.reserve(std::max<std::size_t>(s.value_bytes, 32));
+  const std::int64_t cpu0 = thread_cpu_ns();
+  std::size_t i = 0;
+  for (;;) {
+    const std::size_t begin = i;
+    const std::size_t end = std::min(i + kClockEvery, s.count);
+    for (; i < end; ++i) {
+      if constexpr (Kind == WorkloadKind::insert) {
+        if (table.insert(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
+      } else if constexpr (Kind == WorkloadKind::mixed) {
+        if (s.is_write[i]) {
+          if (table.assign(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
+        } else if (table.get(s.key(i), out)) {
+          c.hit(out);
+        } else {
+          ++c.misses;
+        }
+      } else {
+        if (table.get(s.key(i), out)) {
+          c.hit(out);
+        } else {
+          ++c.misses;
+        }
+      }
+    }
+    c.ops += end - begin;
+    if (i == s.count) {
+      if (!s.cyclic) break;
+      i = 0;
+    }
+    if (now_ns() >= deadline_ns) break;
+  }
+  c.end_ns = now_ns();
+  c.cpu_ns = thread_cpu_ns() - cpu0;
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+// shmap
+// ---------------------------------------------------------------------------
+struct ShmapTable {
+  shmap::Map& map;
+  Status first_failure = Status::ok;  // the first unexpected status, for the report
+
+  bool get(std::string_view key, std::string& out) { return map.get(key, out); }
+  bool insert(std::string_view key, std::string_view value) { return note(map.insert(key, value)); }
+  bool assign(std::string_view key, std::string_view value) {
+    return note(map.insert_or_assign(key, value));
+  }
+
+ private:
+  bool note(Status s) {
+    if (succeeded(s)) return true;
+    if (first_failure == Status::ok) first_failure = s;
+    return false;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// std::unordered_map behind a mutex: the in-process baseline. It lives in one
+// process's heap, so it can only be shared by threads, never by processes.
+// ---------------------------------------------------------------------------
+struct StringHash {
+  using is_transparent = void;  // heterogeneous lookup: find(string_view) allocates nothing
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+using StdMap = std::unordered_map<std::string, std::string, StringHash, std::equal_to<>>;
+
+// Mutex is std::mutex (every operation exclusive) or std::shared_mutex (gets
+// take the lock shared).
+template <class Mutex>
+struct LockedStdMap {
+  StdMap map;
+  Mutex mu;
+};
+
+template <class Mutex>
+struct StdTable {
+  LockedStdMap<Mutex>& m;
+
+  bool get(std::string_view key, std::string& out) {
+    if constexpr (std::is_same_v<Mutex, std::shared_mutex>) {
+      std::shared_lock lock(m.mu);
+      return find_copy(key, out);
+    } else {
+      std::lock_guard lock(m.mu);
+      return find_copy(key, out);
+    }
+  }
+  bool insert(std::string_view key, std::string_view value) {
+    std::lock_guard lock(m.mu);
+    return m.map.try_emplace(std::string(key), value).second;
+  }
+  bool assign(std::string_view key, std::string_view value) {
+    std::lock_guard lock(m.mu);
+    if (auto it = m.map.find(key); it != m.map.end()) {
+      it->second.assign(value);  // reuses the value's capacity: no allocation
+    } else {
+      m.map.try_emplace(std::string(key), value);
+    }
+    return true;
+  }
+
+ private:
+  bool find_copy(std::string_view key, std::string& out) {
+    const auto it = m.map.find(key);
+    if (it == m.map.end()) return false;
+    out.assign(it->second);
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// The ideal table: the ceiling for get. A linear-probing array of 16-byte slots
+// {8-byte key, 8-byte value} inline, in a MAP_SHARED mapping inherited by the
+// forked workers. No safety at all: no record indirection, no validation, no
+// generation checks, no crash consistency; a reader can see a key whose value
+// is being replaced. Only 8-byte keys and values. Key word 0 means EMPTY (the
+// key space never produces it). The table is sized like shmap's index (the
+// next power of two >= capacity * 4/3).
+//
+// Loads are relaxed atomics (the same plain MOV on x86-64, but no data race in
+// the C++ model); a slot is claimed with a relaxed CAS on its key word so two
+// inserting processes cannot both take it, and values are relaxed stores.
+// ---------------------------------------------------------------------------
+class IdealShm {
+ public:
+  struct Slot {
+    std::uint64_t key;
+    std::uint64_t value;
+  };
+  static_assert(sizeof(Slot) == 16, "the ideal table keeps 16-byte inline slots");
+
+  explicit IdealShm(std::uint64_t capacity) {
+    slots_ = std::bit_ceil(std::max<std::uint64_t>(capacity + capacity / 3, 16));
+    shift_ = 64 - std::countr_zero(slots_);
+    bytes_ = slots_ * sizeof(Slot);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the ideal table");
+    base_ = static_cast<Slot*>(p);  // zero-filled: every slot EMPTY
+  }
+  ~IdealShm() { munmap(base_, bytes_); }
+  IdealShm(const IdealShm&) = delete;
+  IdealShm& operator=(const IdealShm&) = delete;
+
+  std::uint64_t slots() const { return slots_; }
+
+  bool get(std::uint64_t key, std::uint64_t& value) const {
+    for (std::uint64_t i = home(key);; i = (i + 1) & (slots_ - 1)) {
+      // Relaxed: no ordering with the value store; a torn pair is the "no safety" in the name.
+      const std::uint64_t k = std::atomic_ref<std::uint64_t>(base_[i].key).load(std::memory_order_relaxed);
+      if (k == key) {
+        // Relaxed: the value may be mid-update by a concurrent assign; ideal means unvalidated.
+        value = std::atomic_ref<std::uint64_t>(base_[i].value).load(std::memory_order_relaxed);
+        return true;
+      }
+      if (k == 0) return false;
+    }
+  }
+
+  // Inserts if absent; false if present or the table is full.
+  bool insert(std::uint64_t key, std::uint64_t value) {
+    std::uint64_t i = home(key);
+    for (std::uint64_t probes = 0; probes < slots_; ++probes, i = (i + 1) & (slots_ - 1)) {
+      std::uint64_t k = std::atomic_ref<std::uint64_t>(base_[i].key).load(std::memory_order_relaxed);
+      if (k == 0) {
+        // Relaxed CAS: claims the slot against other inserters; readers are not
+        // ordered against it (they may see the key before its value: no safety).
+        if (std::atomic_ref<std::uint64_t>(base_[i].key).compare_exchange_strong(k, key, std::memory_order_relaxed)) {
+          // Relaxed: the value store is not ordered with the claim (see above).
+          std::atomic_ref<std::uint64_t>(base_[i].value).store(value, std::memory_order_relaxed);
+          return true;
+        }
+      }
+      if (k == key) return false;
+    }
+    return false;
+  }
+
+  // Replaces the value of a present key; false if absent.
+  bool assign(std::uint64_t key, std::uint64_t value) {
+    for (std::uint64_t i = home(key);; i = (i + 1) & (slots_ - 1)) {
+      // Relaxed: key words only change from EMPTY to a key, and writers are unordered by design.
+      const std::uint64_t k = std::atomic_ref<std::uint64_t>(base_[i].key).load(std::memory_order_relaxed);
+      if (k == key) {
+        // Relaxed: a plain last-writer-wins store; no reader validates it.
+        std::atomic_ref<std::uint64_t>(base_[i].value).store(value, std::memory_order_relaxed);
+        return true;
+      }
+      if (k == 0) return false;
+    }
+  }
+
+ private:
+  // Fibonacci hashing: the top bits of key * 2^64/phi.
+  std::uint64_t home(std::uint64_t key) const { return (key * 0x9e3779b97f4a7c15ull) >> shift_; }
+
+  Slot* base_ = nullptr;
+  std::uint64_t slots_ = 0;
+  int shift_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// The indirect ideal table: shmap's shape without its safety. An index of
+// 8-byte slot words {fingerprint | record number + 1} (0 = EMPTY), linear
+// probing, pointing into an array of 24-byte records {header, key, value}
+// (shmap's record size for 8-byte keys and values), bump-allocated in insert
+// order like shmap's arena. A get costs the same two dependent cache misses as
+// shmap's (slot word, then record) but validates nothing; an assign overwrites
+// the value in place. The gap between this table and shmap is the price of
+// shmap's safety protocol; the gap between ideal-shm and this one is the price
+// of the indirection.
+// ---------------------------------------------------------------------------
+class IdealIndirectShm {
+ public:
+  struct Record {
+    std::uint64_t header;  // lengths only, never validated
+    std::uint64_t key;
+    std::uint64_t value;
+  };
+  static_assert(sizeof(Record) == 24, "records mirror shmap's 24-byte record for 8-byte keys and values");
+
+  explicit IdealIndirectShm(std::uint64_t capacity) : capacity_(std::max<std::uint64_t>(capacity, 1)) {
+    slots_ = std::bit_ceil(std::max<std::uint64_t>(capacity + capacity / 3, 16));
+    shift_ = 64 - std::countr_zero(slots_);
+    records_offset_ = 64 + slots_ * 8;
+    bytes_ = records_offset_ + capacity_ * sizeof(Record);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the indirect ideal table");
+    base_ = static_cast<char*>(p);  // zero-filled: every slot EMPTY, no record used
+  }
+  ~IdealIndirectShm() { munmap(base_, bytes_); }
+  IdealIndirectShm(const IdealIndirectShm&) = delete;
+  IdealIndirectShm& operator=(const IdealIndirectShm&) = delete;
+
+  bool get(std::uint64_t key, std::uint64_t& value) const {
+    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    const std::uint64_t fp = fingerprint(h);
+    for (std::uint64_t i = h >> shift_;; i = (i + 1) & (slots_ - 1)) {
+      // Acquire: pairs with the release CAS in insert (free on x86-64), so the record is written.
+      const std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
+      if (w == 0) return false;
+      if ((w >> 32) != fp) continue;
+      Record& r = record(w);
+      // Relaxed: records are never recycled; an assign may be mid-flight (unvalidated by design).
+      if (std::atomic_ref<std::uint64_t>(r.key).load(std::memory_order_relaxed) == key) {
+        // Relaxed: as above.
+        value = std::atomic_ref<std::uint64_t>(r.value).load(std::memory_order_relaxed);
+        return true;
+      }
+    }
+  }
+
+  bool insert(std::uint64_t key, std::uint64_t value) {
+    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    const std::uint64_t fp = fingerprint(h);
+    std::uint64_t mine = 0;  // record number + 1, allocated on the first EMPTY slot
+    std::uint64_t i = h >> shift_;
+    for (std::uint64_t probes = 0; probes < slots_; ++probes, i = (i + 1) & (slots_ - 1)) {
+      // Acquire: pairs with the release CAS below, so a matching record's key is readable.
+      std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
+      if (w == 0) {
+        if (mine == 0) {
+          // Relaxed: a bump counter; the record is published by the CAS below.
+          mine = std::atomic_ref<std::uint64_t>(next_record()).fetch_add(1, std::memory_order_relaxed) + 1;
+          if (mine > capacity_) return false;  // out of records (a lost record number, as no safety)
+          Record& r = record(mine);
+          r.header = (std::uint64_t{8} << 20) | 8;
+          r.key = key;
+          r.value = value;
+        }
+        // Release: publishes the record written above; pairs with the acquire loads of slot words.
+        if (std::atomic_ref<std::uint64_t>(index()[i])
+                .compare_exchange_strong(w, (fp << 32) | mine, std::memory_order_release, std::memory_order_acquire)) {
+          return true;
+        }
+      }
+      if ((w >> 32) == fp && record(w).key == key) return false;  // present (the record was acquired above)
+    }
+    return false;
+  }
+
+  bool assign(std::uint64_t key, std::uint64_t value) {
+    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    const std::uint64_t fp = fingerprint(h);
+    for (std::uint64_t i = h >> shift_;; i = (i + 1) & (slots_ - 1)) {
+      // Acquire: as in get.
+      const std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
+      if (w == 0) return false;
+      if ((w >> 32) != fp) continue;
+      Record& r = record(w);
+      // Relaxed: keys of published records never change.
+      if (std::atomic_ref<std::uint64_t>(r.key).load(std::memory_order_relaxed) == key) {
+        // Relaxed: in-place last-writer-wins; readers do not validate.
+        std::atomic_ref<std::uint64_t>(r.value).store(value, std::memory_order_relaxed);
+        return true;
+      }
+    }
+  }
+
+ private:
+  // 8 bits below the index bits of the Fibonacci hash.
+  std::uint64_t fingerprint(std::uint64_t h) const { return ((h >> (shift_ - 8)) & 0xff) + 1; }
+  std::uint64_t& next_record() const { return *reinterpret_cast<std::uint64_t*>(base_); }
+  std::uint64_t* index() const { return reinterpret_cast<std::uint64_t*>(base_ + 64); }
+  Record& record(std::uint64_t w) const {
+    return reinterpret_cast<Record*>(base_ + records_offset_)[(w & 0xffffffffull) - 1];
+  }
+
+  char* base_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t slots_ = 0;
+  int shift_ = 0;
+  std::uint64_t records_offset_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+// Adapts either ideal table to the driver's string interface.
+template <class Ideal>
+struct IdealTable {
+  Ideal& t;
+
+  bool get(std::string_view key, std::string& out) {
+    std::uint64_t v;
+    if (!t.get(word(key), v)) return false;
+    out.assign(reinterpret_cast<const char*>(&v), sizeof v);  // the same copy-out shmap's get does
+    return true;
+  }
+  bool insert(std::string_view key, std::string_view value) { return t.insert(word(key), word(value)); }
+  bool assign(std::string_view key, std::string_view value) { return t.assign(word(key), word(value)); }
+
+ private:
+  // The ideal tables take 8-byte keys and values only (checked before they are used).
+  static std::uint64_t word(std::string_view b) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, b.data(), std::min(b.size(), sizeof w));
+    return w;
+  }
+};
+
+}  // namespace shmap::bench

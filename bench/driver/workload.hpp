@@ -1,0 +1,118 @@
+// Workloads, the key space they draw from, and the per-worker operation streams
+// that are generated before the timed region.
+//
+// Key i (0 <= i < 2N) of the key space is a fixed byte string of --key-bytes
+// bytes; keys [0, N) are the "present" set (preloaded for get and mixes, and
+// sliced between workers for insert), keys [N, 2N) are never inserted (get-miss).
+// The first 8 bytes of a key are a bijective mix of i, so keys are unique, look
+// uniformly random to any hash, and are never all-zero (the ideal table's EMPTY).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmap::bench {
+
+enum class WorkloadKind {
+  get,       // uniform random gets of present keys (all hits)
+  get_miss,  // uniform random gets of absent keys (all misses)
+  insert,    // every worker inserts its own disjoint slice of the keys into an empty map
+  mixed,     // uniform random present keys: get with probability get_percent, else insert_or_assign
+};
+
+struct Workload {
+  std::string name;  // as given on the command line: "get", "90/10", ...
+  WorkloadKind kind = WorkloadKind::get;
+  unsigned get_percent = 100;  // mixed only
+
+  bool preloaded() const { return kind != WorkloadKind::insert; }
+  bool reads() const { return kind != WorkloadKind::insert; }
+  bool writes() const { return kind == WorkloadKind::insert || kind == WorkloadKind::mixed; }
+  std::string description(std::uint64_t keys) const;
+};
+
+// "get", "get-miss", "insert", or "R/W" with R + W = 100 (R% get, W% insert_or_assign).
+std::optional<Workload> parse_workload(std::string_view s);
+// The names parse_workload accepts, for --help and error messages.
+const char* workload_syntax();
+
+// SplitMix64: the seed expander and per-worker PRNG (fast, 64-bit state, passes BigCrush).
+struct SplitMix64 {
+  std::uint64_t state;
+  std::uint64_t next() {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n) (Lemire's multiply-shift; the bias is below 2^-40 for n < 2^24).
+  std::uint64_t below(std::uint64_t n) {
+    return static_cast<std::uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
+  }
+};
+
+// The MurmurHash3 finalizer: a bijection on 64-bit words with fmix64(0) == 0.
+constexpr std::uint64_t fmix64(std::uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+class KeySpace {
+ public:
+  // Throws std::invalid_argument if key_bytes cannot hold 2*keys distinct keys.
+  KeySpace(std::uint64_t keys, std::size_t key_bytes, std::size_t value_bytes, std::uint64_t seed);
+
+  std::uint64_t keys() const { return keys_; }
+  std::size_t key_bytes() const { return key_bytes_; }
+  std::size_t value_bytes() const { return value_bytes_; }
+
+  // Writes key i (key_bytes bytes) / the preloaded value of key i (value_bytes bytes).
+  void key(std::uint64_t i, char* dst) const;
+  void value(std::uint64_t i, char* dst) const;
+  std::string key(std::uint64_t i) const;
+  std::string value(std::uint64_t i) const;
+  // Key i's first 8 bytes as a little-endian word (when key_bytes >= 8).
+  std::uint64_t key_word(std::uint64_t i) const { return fmix64(base_ + i); }
+
+ private:
+  std::uint64_t keys_;
+  std::size_t key_bytes_;
+  std::size_t value_bytes_;
+  std::uint64_t base_;  // in [1, 2^62]: base_ + i never wraps to 0
+};
+
+// The operations of one worker, laid out in the order it performs them so the
+// timed loop reads them sequentially (no key generation, no indirection).
+struct OpStream {
+  std::size_t key_bytes = 0;
+  std::size_t value_bytes = 0;
+  std::size_t count = 0;   // operations in the stream
+  bool cyclic = true;      // restart at the end (duration-bound) or stop (insert: the slice is done)
+  std::vector<char> keys;  // count * key_bytes
+  std::vector<char> values;            // count * value_bytes, for writes
+  std::vector<std::uint8_t> is_write;  // mixed only: 1 = insert_or_assign, 0 = get
+
+  std::string_view key(std::size_t i) const { return {keys.data() + i * key_bytes, key_bytes}; }
+  std::string_view value(std::size_t i) const { return {values.data() + i * value_bytes, value_bytes}; }
+};
+
+// Stream length for duration-bound workloads: about 64 MiB of keys and values per
+// worker (at least 4096 ops, at most 2^20), cycled until the duration ends.
+std::size_t stream_length(const KeySpace& ks);
+
+// The stream of worker `w` of `workers`; the same (ks, workload, workers, w,
+// seed) always gives the same stream, so every implementation sees the same keys.
+OpStream make_stream(const KeySpace& ks, const Workload& wl, unsigned workers, unsigned w, std::uint64_t seed);
+
+// The keys [first, last) worker w inserts in the insert workload.
+std::pair<std::uint64_t, std::uint64_t> insert_slice(std::uint64_t keys, unsigned workers, unsigned w);
+
+}  // namespace shmap::bench
