@@ -312,6 +312,40 @@ inline void check_quiescent(const shmap::Map& map) {
   CHECK(f.live_keys == n);
 }
 
+// Checks that every key k in [0, n_keys) has exactly one winner in `won`
+// (won[w][k] != 0) and that the map holds expected(winner, k) for it.
+template <class KeyOf, class Expected>
+void check_one_winner_per_key(const shmap::Map& m, const std::vector<std::vector<char>>& won, int n_keys,
+                              KeyOf&& key_of, Expected&& expected) {
+  int bad_counts = 0, bad_values = 0;
+  for (int k = 0; k < n_keys; ++k) {
+    int winners = 0, winner = -1;
+    for (std::size_t w = 0; w < won.size(); ++w)
+      if (won[w][std::size_t(k)]) {
+        ++winners;
+        winner = int(w);
+      }
+    if (winners != 1) {
+      ++bad_counts;
+      continue;
+    }
+    if (m.get(key_of(k)) != expected(winner, k)) ++bad_values;
+  }
+  CHECK(bad_counts == 0);
+  CHECK(bad_values == 0);
+}
+
+// Checks that writer w's i-th key (name(w, i)) holds value(w, i) for every
+// w < writers and i < per_writer.
+template <class Name, class Value>
+void check_disjoint_writes(const shmap::Map& m, int writers, int per_writer, Name&& name, Value&& value) {
+  int wrong = 0;
+  for (int w = 0; w < writers; ++w)
+    for (int i = 0; i < per_writer; ++i)
+      if (m.get(name(w, i)) != value(w, i)) ++wrong;
+  CHECK(wrong == 0);
+}
+
 // Forked children: run `body` in a child and leave with its result via _exit,
 // never returning into Catch. An exception becomes exit code 98.
 template <class F>

@@ -103,13 +103,9 @@ TEST_CASE("disjoint writers in forked processes all land with their exact values
   });
   CHECK(codes == std::vector<int>(kProcs, 0));
   CHECK(m.size() == std::uint64_t(kProcs) * per_child);
-  int wrong = 0;
-  for (int c = 0; c < kProcs; ++c)
-    for (int i = 0; i < per_child; ++i)
-      if (m.get("c" + std::to_string(c) + "-" + std::to_string(i)) !=
-          pattern_value(std::uint64_t(c) * per_child + i, std::size_t(i % 500)))
-        ++wrong;
-  CHECK(wrong == 0);
+  check_disjoint_writes(
+      m, kProcs, per_child, [](int c, int i) { return "c" + std::to_string(c) + "-" + std::to_string(i); },
+      [&](int c, int i) { return pattern_value(std::uint64_t(c) * per_child + i, std::size_t(i % 500)); });
   check_quiescent(m);
 }
 

@@ -65,13 +65,9 @@ TEST_CASE("disjoint writers in eight threads all land with their exact values") 
   });
   for (int t = 0; t < kThreads; ++t) CHECK(failures[std::size_t(t)] == 0);
   CHECK(m.size() == std::uint64_t(kThreads) * per_thread);
-  int wrong = 0;
-  for (int t = 0; t < kThreads; ++t)
-    for (int i = 0; i < per_thread; ++i)
-      if (m.get("t" + std::to_string(t) + "-" + std::to_string(i)) !=
-          pattern_value(std::uint64_t(t) * per_thread + i, std::size_t(i % 300)))
-        ++wrong;
-  CHECK(wrong == 0);
+  check_disjoint_writes(
+      m, kThreads, per_thread, [](int t, int i) { return "t" + std::to_string(t) + "-" + std::to_string(i); },
+      [&](int t, int i) { return pattern_value(std::uint64_t(t) * per_thread + i, std::size_t(i % 300)); });
   check_quiescent(m);
 }
 
@@ -94,22 +90,9 @@ TEST_CASE("threads racing to insert the same keys produce exactly one ok per key
     }
   });
   for (int t = 0; t < kThreads; ++t) CHECK(unexpected[std::size_t(t)] == 0);
-  int bad_counts = 0, bad_values = 0;
-  for (int k = 0; k < n_keys; ++k) {
-    int winners = 0, winner = -1;
-    for (int t = 0; t < kThreads; ++t)
-      if (won[std::size_t(t)][std::size_t(k)]) {
-        ++winners;
-        winner = t;
-      }
-    if (winners != 1) {
-      ++bad_counts;
-      continue;
-    }
-    if (m.get(key_of(k)) != "winner-" + std::to_string(winner) + "-" + std::to_string(k)) ++bad_values;
-  }
-  CHECK(bad_counts == 0);
-  CHECK(bad_values == 0);
+  check_one_winner_per_key(m, won, n_keys, key_of, [](int winner, int k) {
+    return "winner-" + std::to_string(winner) + "-" + std::to_string(k);
+  });
   CHECK(m.size() == std::uint64_t(n_keys));
   check_quiescent(m);
 }
@@ -156,22 +139,9 @@ TEST_CASE("threads racing compare_exchange from the same expected value produce 
     }
   });
   for (int t = 0; t < kThreads; ++t) CHECK(unexpected[std::size_t(t)] == 0);
-  int bad_counts = 0, bad_values = 0;
-  for (int k = 0; k < n_keys; ++k) {
-    int winners = 0, winner = -1;
-    for (int t = 0; t < kThreads; ++t)
-      if (won[std::size_t(t)][std::size_t(k)]) {
-        ++winners;
-        winner = t;
-      }
-    if (winners != 1) {
-      ++bad_counts;
-      continue;
-    }
-    if (m.get(key_of(k)) != std::string(std::size_t(winner) * 40 + 1, char('a' + winner))) ++bad_values;
-  }
-  CHECK(bad_counts == 0);
-  CHECK(bad_values == 0);
+  check_one_winner_per_key(m, won, n_keys, key_of, [](int winner, int) {
+    return std::string(std::size_t(winner) * 40 + 1, char('a' + winner));
+  });
   check_quiescent(m);
 }
 

@@ -274,21 +274,10 @@ class IdealIndirectShm {
   IdealIndirectShm& operator=(const IdealIndirectShm&) = delete;
 
   bool get(std::uint64_t key, std::uint64_t& value) const {
-    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
-    const std::uint64_t fp = fingerprint(h);
-    for (std::uint64_t i = h >> shift_;; i = (i + 1) & (slots_ - 1)) {
-      // Acquire: pairs with the release CAS in insert (free on x86-64), so the record is written.
-      const std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
-      if (w == 0) return false;
-      if ((w >> 32) != fp) continue;
-      Record& r = record(w);
-      // Relaxed: records are never recycled; an assign may be mid-flight (unvalidated by design).
-      if (std::atomic_ref<std::uint64_t>(r.key).load(std::memory_order_relaxed) == key) {
-        // Relaxed: as above.
-        value = std::atomic_ref<std::uint64_t>(r.value).load(std::memory_order_relaxed);
-        return true;
-      }
-    }
+    Record* r = find(key);
+    // Relaxed: records are never recycled; an assign may be mid-flight (unvalidated by design).
+    if (r) value = std::atomic_ref<std::uint64_t>(r->value).load(std::memory_order_relaxed);
+    return r != nullptr;
   }
 
   bool insert(std::uint64_t key, std::uint64_t value) {
@@ -321,24 +310,28 @@ class IdealIndirectShm {
   }
 
   bool assign(std::uint64_t key, std::uint64_t value) {
-    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
-    const std::uint64_t fp = fingerprint(h);
-    for (std::uint64_t i = h >> shift_;; i = (i + 1) & (slots_ - 1)) {
-      // Acquire: as in get.
-      const std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
-      if (w == 0) return false;
-      if ((w >> 32) != fp) continue;
-      Record& r = record(w);
-      // Relaxed: keys of published records never change.
-      if (std::atomic_ref<std::uint64_t>(r.key).load(std::memory_order_relaxed) == key) {
-        // Relaxed: in-place last-writer-wins; readers do not validate.
-        std::atomic_ref<std::uint64_t>(r.value).store(value, std::memory_order_relaxed);
-        return true;
-      }
-    }
+    Record* r = find(key);
+    // Relaxed: in-place last-writer-wins; readers do not validate.
+    if (r) std::atomic_ref<std::uint64_t>(r->value).store(value, std::memory_order_relaxed);
+    return r != nullptr;
   }
 
  private:
+  // The record holding `key`, or null: get's and assign's probe.
+  Record* find(std::uint64_t key) const {
+    const std::uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    const std::uint64_t fp = fingerprint(h);
+    for (std::uint64_t i = h >> shift_;; i = (i + 1) & (slots_ - 1)) {
+      // Acquire: pairs with the release CAS in insert (free on x86-64), so the record is written.
+      const std::uint64_t w = std::atomic_ref<std::uint64_t>(index()[i]).load(std::memory_order_acquire);
+      if (w == 0) return nullptr;
+      if ((w >> 32) != fp) continue;
+      Record& r = record(w);
+      // Relaxed: keys of published records never change.
+      if (std::atomic_ref<std::uint64_t>(r.key).load(std::memory_order_relaxed) == key) return &r;
+    }
+  }
+
   // 8 bits below the index bits of the Fibonacci hash.
   std::uint64_t fingerprint(std::uint64_t h) const { return ((h >> (shift_ - 8)) & 0xff) + 1; }
   std::uint64_t& next_record() const { return *reinterpret_cast<std::uint64_t*>(base_); }
