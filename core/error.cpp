@@ -25,6 +25,7 @@ class Category final : public std::error_category {
       case errc::creator_died: return "segment creator died during initialization";
       case errc::invalid_argument: return "invalid argument";
       case errc::read_only: return "map opened read-only";
+      case errc::too_many_processes: return "too many processes attached";
     }
     return "unknown shmap error";
   }

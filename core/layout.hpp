@@ -5,10 +5,11 @@
 //   offset 0                 SegmentHeader (kHeaderBytes, page aligned)
 //     immutable part         magic, layout version, ABI word, geometry, seed, checksum
 //     state word             INITIALIZING -> READY
-//     reserved               room for the process registry and online growth
+//     reserved               room for online growth
 //     counters               live keys, used slots      (own cache lines)
 //     arena top              bump offset                (own cache line)
 //     size classes[kClasses] tagged free-list head, carved, in_use (a cache line each)
+//   registry_offset          RegistryEntry[kRegistryEntries]: attached processes
 //   index_offset             SlotWord[index_slots]      (power of two, page aligned)
 //   arena_offset             arena_bytes of records     (page aligned, sparse)
 //   total_bytes              rounded up to 2 MiB (hugetlbfs-friendly)
@@ -168,6 +169,33 @@ struct alignas(kCacheLine) SizeClass {
   std::uint64_t in_use;  // blocks allocated and not yet freed
 };
 
+// ---------------------------------------------------------------------------
+// Process registry: one entry per attached (writable) Map handle.
+// ---------------------------------------------------------------------------
+inline constexpr std::uint32_t kRegistryEntries = 1024;
+
+// The owner word: 0 = free; else bit 63 set, bits 32..62 the low 31 bits of the
+// process start time (clock ticks since boot), bits 0..31 the pid. One CAS
+// claims an entry with the whole identity, so a reused pid is not taken for a
+// dead owner.
+struct Owner {
+  std::uint64_t raw = 0;
+  static constexpr std::uint64_t kValid = std::uint64_t{1} << 63;
+  static constexpr Owner make(std::uint32_t pid, std::uint64_t start_time) {
+    return Owner{kValid | ((start_time & 0x7fffffffull) << 32) | pid};
+  }
+  constexpr bool is_free() const { return raw == 0; }
+  constexpr std::uint32_t pid() const { return std::uint32_t(raw); }
+  constexpr std::uint32_t start_low() const { return std::uint32_t((raw >> 32) & 0x7fffffffu); }
+};
+
+struct alignas(kCacheLine) RegistryEntry {
+  std::uint64_t owner;             // Owner, atomic
+  std::uint64_t attached_unix_ns;  // written by the owner after claiming
+  std::uint64_t reserved[6];       // intents (crash-safety issue)
+};
+static_assert(sizeof(RegistryEntry) == kCacheLine, "a registry entry owns one cache line");
+
 struct alignas(kCacheLine) CacheLineCounter {
   std::uint64_t value;
 };
@@ -180,6 +208,8 @@ struct HeaderFixed {
   std::uint64_t abi;
   std::uint64_t total_bytes;
   std::uint64_t capacity;
+  std::uint64_t registry_offset;
+  std::uint64_t registry_entries;
   std::uint64_t index_offset;
   std::uint64_t index_slots;
   std::uint64_t used_limit;
@@ -222,6 +252,7 @@ constexpr std::uint64_t abi_word() {
   w = w * 131 + sizeof(HeaderFixed);
   w = w * 131 + sizeof(SegmentHeader);
   w = w * 131 + sizeof(SizeClass);
+  w = w * 131 + sizeof(RegistryEntry);
   w = w * 131 + kClasses;
   w = w * 131 + SlotWord::kRefBits * 7 + SlotWord::kFpBits * 3 + SlotWord::kTagBits;
   w = w * 131 + RecordHeader::kKeyLenBits * 5 + RecordHeader::kValueLenBits;

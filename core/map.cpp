@@ -361,6 +361,10 @@ Info Map::info() const {
   return i;
 }
 
+std::vector<ProcessInfo> Map::processes() const {
+  return detail::list(impl_->mapping.registry(), detail::kRegistryEntries);
+}
+
 const std::string& Map::name() const noexcept { return impl_->mapping.name; }
 bool Map::read_only() const noexcept { return impl_->mapping.read_only; }
 

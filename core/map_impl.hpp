@@ -10,6 +10,7 @@
 #include "arena.hpp"
 #include "hash.hpp"
 #include "layout.hpp"
+#include "registry.hpp"
 #include "segment.hpp"
 #include "shmap/shmap.hpp"
 
@@ -36,10 +37,45 @@ struct Map::Impl {
     seed = f.hash_seed;
     used_limit = f.used_limit;
     arena = detail::Arena(header, mapping.arena(), f.arena_bytes, mapping.name);
+    if (!mapping.read_only) {
+      detail::reap_dead(mapping.registry(), detail::kRegistryEntries);
+      attach_for(detail::fork_epoch());
+    }
   }
 
-  void require_writable() const {
+  ~Impl() {
+    // Relaxed: process-local; the handle is being destroyed by its last user.
+    const std::uint64_t a = attached.load(std::memory_order_relaxed);
+    if (a != 0 && (a >> 32) == (detail::fork_epoch() & 0xffffffffu))
+      detail::detach(mapping.registry(), static_cast<std::uint32_t>(a), detail::self_owner());
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // Process-local: {fork epoch (32) | registry entry (32)} of this handle's
+  // registration in this process; 0 when not attached (read-only handles).
+  std::atomic<std::uint64_t> attached{0};
+
+  // Claims a registry entry for this process. Of threads racing here (only
+  // right after a fork) one keeps its entry and the others give theirs back.
+  void attach_for(std::uint64_t epoch) {
+    const std::uint32_t entry =
+        detail::attach(mapping.registry(), detail::kRegistryEntries, detail::self_owner(), mapping.name);
+    const std::uint64_t mine = ((epoch & 0xffffffffu) << 32) | entry;
+    // Relaxed: process-local bookkeeping; the registry entry itself is published by attach().
+    std::uint64_t seen = attached.load(std::memory_order_relaxed);
+    while ((seen >> 32) != (epoch & 0xffffffffu)) {
+      // Relaxed: as above.
+      if (attached.compare_exchange_weak(seen, mine, std::memory_order_relaxed)) return;
+    }
+    detail::detach(mapping.registry(), entry, detail::self_owner());
+  }
+
+  void require_writable() {
     if (mapping.read_only) detail::throw_error(errc::read_only, mapping.name, "opened read-only; writes are refused");
+    const std::uint64_t epoch = detail::fork_epoch();
+    // Relaxed: process-local; a handle inherited through fork re-attaches once.
+    if ((attached.load(std::memory_order_relaxed) >> 32) != (epoch & 0xffffffffu)) attach_for(epoch);
   }
 
   // ---------------------------------------------------------------- reading

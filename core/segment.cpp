@@ -87,7 +87,8 @@ struct Fd {
 };
 
 struct Geometry {
-  std::uint64_t capacity, index_slots, used_limit, index_offset, arena_offset, arena_bytes, total_bytes;
+  std::uint64_t capacity, index_slots, used_limit, registry_offset, index_offset, arena_offset, arena_bytes,
+      total_bytes;
 };
 
 Geometry plan(std::string_view name, const Options& opts) {
@@ -106,7 +107,8 @@ Geometry plan(std::string_view name, const Options& opts) {
                 "arena_bytes must be between " + std::to_string(kMinArenaBytes) + " and " +
                     std::to_string(kMaxArenaBytes) + ", not " + std::to_string(arena));
   g.arena_bytes = round_up(arena, 8);
-  g.index_offset = kHeaderBytes;
+  g.registry_offset = kHeaderBytes;
+  g.index_offset = kHeaderBytes + std::uint64_t{kRegistryEntries} * sizeof(RegistryEntry);
   g.arena_offset = round_up(g.index_offset + g.index_slots * 8, kPageBytes);
   g.total_bytes = round_up(g.arena_offset + g.arena_bytes, kSegmentAlign);
   if (opts.mode & ~07777u)
@@ -122,6 +124,8 @@ void init_header(SegmentHeader* h, const Geometry& g, const Options& opts) {
   f.abi = abi_word();
   f.total_bytes = g.total_bytes;
   f.capacity = g.capacity;
+  f.registry_offset = g.registry_offset;
+  f.registry_entries = kRegistryEntries;
   f.index_offset = g.index_offset;
   f.index_slots = g.index_slots;
   f.used_limit = g.used_limit;
@@ -204,7 +208,9 @@ HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64
   // Every sum below is bounded before it is formed, so none can wrap: the
   // checksum is not a secret, and a hostile header must still be refused.
   const bool geometry_ok =
-      f.header_bytes == kHeaderBytes && f.index_offset == kHeaderBytes && f.total_bytes <= file_bytes &&
+      f.header_bytes == kHeaderBytes && f.registry_offset == kHeaderBytes && f.registry_entries == kRegistryEntries &&
+      f.index_offset == kHeaderBytes + std::uint64_t{kRegistryEntries} * sizeof(RegistryEntry) &&
+      f.total_bytes <= file_bytes &&
       f.index_slots >= 16 && f.index_slots <= (std::uint64_t{1} << 32) &&
       (f.index_slots & (f.index_slots - 1)) == 0 && f.used_limit <= f.index_slots &&
       f.capacity <= f.index_slots && f.index_slots * 8 <= f.total_bytes - f.index_offset &&

@@ -47,6 +47,9 @@ struct Mapping {
     return reinterpret_cast<std::uint64_t*>(static_cast<char*>(base) + fixed.index_offset);
   }
   char* arena() const { return static_cast<char*>(base) + fixed.arena_offset; }
+  RegistryEntry* registry() const {
+    return reinterpret_cast<RegistryEntry*>(static_cast<char*>(base) + fixed.registry_offset);
+  }
 
   Mapping() = default;
   Mapping(const Mapping&) = delete;

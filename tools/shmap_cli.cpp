@@ -282,6 +282,17 @@ int cmd_info(const Command&, const ParsedArgs& a) {
       out += fmt("  %12" PRIu32 " %12" PRIu64 " %12" PRIu64 " %12" PRIu64 " %14" PRIu64 "\n", c.block_bytes, c.carved,
                  c.in_use, c.free, static_cast<std::uint64_t>(c.block_bytes) * c.carved);
   }
+  const std::vector<shmap::ProcessInfo> procs = map.processes();
+  out += "processes:";
+  if (procs.empty()) {
+    out += "         none attached\n";
+  } else {
+    out += '\n';
+    out += fmt("  %8s %10s %-24s %s\n", "pid", "entry", "attached", "state");
+    for (const shmap::ProcessInfo& p : procs)
+      out += fmt("  %8" PRId64 " %10" PRIu32 " %-24s %s\n", p.pid, p.entry, utc_time(p.attached_unix_ns).c_str(),
+                 p.alive ? "alive" : "dead (released at the next open)");
+  }
   write_stdout(out);
   finish_stdout();
   return kExitOk;
@@ -407,7 +418,9 @@ const std::vector<Command>& commands() {
        .summary = "print the segment's header facts and usage statistics",
        .details = "Prints the header (name, path, layout version, sizes, capacity, hash seed,\n"
                   "mode, creator, creation time) and the statistics: live keys, index slots\n"
-                  "(live, deleted, empty), load factor, arena use and a per-size-class table.\n"
+                  "(live, deleted, empty), load factor, arena use, a per-size-class table,\n"
+                  "and the processes attached for writing (pid, registry entry, since when,\n"
+                  "alive or dead).\n"
                   "Maps the segment read-only.",
        .min_positional = 1,
        .max_positional = 1,

@@ -61,6 +61,7 @@ enum class errc : int {
   creator_died,          // the creator died before finishing initialization
   invalid_argument,      // bad name or options
   read_only,             // a write through a map opened read-only
+  too_many_processes,    // every process-registry entry belongs to a live process
 };
 // Failed OS calls throw shmap::Error with std::system_category() and errno
 // (compare with std::errc::permission_denied, ...); the message names the call.
@@ -159,6 +160,15 @@ struct FsckReport {
   // Carved bytes neither reachable nor free: blocks a killed writer held (or
   // blocks in flight in a live writer, if the map was not quiet).
   std::uint64_t leaked_bytes = 0;
+};
+
+// A process attached to a map (one per writable Map handle).
+struct ProcessInfo {
+  std::uint32_t entry = 0;             // registry entry index
+  std::int64_t pid = 0;
+  std::uint32_t start_time_low = 0;    // low 31 bits of its start time (clock ticks since boot)
+  std::uint64_t attached_unix_ns = 0;
+  bool alive = false;                  // false: killed while attached, not yet reaped
 };
 
 // Static facts of a segment, readable without writing anything.
@@ -283,6 +293,11 @@ class Map {
   // report blocks in flight as leaked and counters as off.
   FsckReport fsck() const;
   Info info() const;
+  // The processes attached to the map: every writable handle registers when it
+  // is opened (read-only handles do not: they write nothing shared) and
+  // deregisters when destroyed; entries of processes that died attached are
+  // released by the next open. Writes no shared memory.
+  std::vector<ProcessInfo> processes() const;
   const std::string& name() const noexcept;
   bool read_only() const noexcept;
 

@@ -1,0 +1,121 @@
+// The process registry; see registry.hpp.
+#include "registry.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "segment.hpp"
+
+namespace shmap::detail {
+namespace {
+
+std::atomic<std::uint64_t> g_fork_epoch{1};
+std::atomic<std::uint64_t> g_self{0};
+
+Owner compute_self() noexcept {
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  return Owner::make(pid, process_start_time(pid));
+}
+
+void on_fork_child() noexcept {
+  // Relaxed: the child is single-threaded right after fork.
+  g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
+  g_self.store(compute_self().raw, std::memory_order_relaxed);
+}
+
+const bool g_atfork_registered = [] { return ::pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
+
+bool owner_alive(Owner o) noexcept {
+  const std::uint64_t start = process_start_time(o.pid());
+  if (start == 0) return false;  // no such process
+  return (start & 0x7fffffffull) == o.start_low();
+}
+
+}  // namespace
+
+Owner self_owner() noexcept {
+  // Relaxed: a process-local cache of an immutable (per process) value.
+  std::uint64_t raw = g_self.load(std::memory_order_relaxed);
+  if (raw == 0) {
+    raw = compute_self().raw;
+    g_self.store(raw, std::memory_order_relaxed);
+  }
+  return Owner{raw};
+}
+
+std::uint64_t fork_epoch() noexcept {
+  (void)g_atfork_registered;
+  // Relaxed: only compared for equality with a value this process stored.
+  return g_fork_epoch.load(std::memory_order_relaxed);
+}
+
+std::uint32_t attach(RegistryEntry* entries, std::uint32_t count, Owner me, std::string_view segment) {
+  const std::uint32_t start = me.pid() % count;  // spread concurrent attachers
+  for (int round = 0; round < 2; ++round) {
+    for (std::uint32_t n = 0; n < count; ++n) {
+      RegistryEntry& e = entries[(start + n) % count];
+      std::uint64_t expected = 0;
+      // Relaxed pre-check keeps the scan from writing to taken entries.
+      if (atom(e.owner).load(std::memory_order_relaxed) != 0) continue;
+      // Acq_rel: acquire pairs with the release in detach()/reap_dead(), so the
+      // previous owner's stores to the entry are done; release publishes ours.
+      if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed))
+        continue;
+      const auto now = std::chrono::system_clock::now().time_since_epoch();
+      // Relaxed: informational; read by list() after it sees the owner.
+      atom(e.attached_unix_ns)
+          .store(std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()),
+                 std::memory_order_relaxed);
+      return static_cast<std::uint32_t>((start + n) % count);
+    }
+    if (round == 0 && reap_dead(entries, count) == 0) break;
+  }
+  throw_error(errc::too_many_processes, segment,
+              "all " + std::to_string(count) + " registry entries belong to live processes");
+}
+
+void detach(RegistryEntry* entries, std::uint32_t index, Owner me) noexcept {
+  std::uint64_t expected = me.raw;
+  // Release: our last stores to the entry happen before the next owner's
+  // acquire CAS in attach().
+  atom(entries[index].owner).compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+}
+
+std::uint32_t reap_dead(RegistryEntry* entries, std::uint32_t count) noexcept {
+  std::uint32_t reaped = 0;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    // Relaxed: the CAS below re-checks the owner.
+    std::uint64_t raw = atom(entries[i].owner).load(std::memory_order_relaxed);
+    if (raw == 0 || owner_alive(Owner{raw})) continue;
+    // Release: as in detach(). Only one reaper wins; a dead owner cannot
+    // come back, so there is no ABA on the owner word.
+    if (atom(entries[i].owner).compare_exchange_strong(raw, 0, std::memory_order_release, std::memory_order_relaxed))
+      ++reaped;
+  }
+  return reaped;
+}
+
+std::vector<ProcessInfo> list(RegistryEntry* entries, std::uint32_t count) {
+  std::vector<ProcessInfo> out;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    // Acquire: pairs with the claiming CAS, so attached_unix_ns is the owner's.
+    const Owner o{atom(entries[i].owner).load(std::memory_order_acquire)};
+    if (o.is_free()) continue;
+    ProcessInfo p;
+    p.entry = i;
+    p.pid = o.pid();
+    p.start_time_low = o.start_low();
+    // Relaxed: informational.
+    p.attached_unix_ns = atom(entries[i].attached_unix_ns).load(std::memory_order_relaxed);
+    p.alive = owner_alive(o);
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace shmap::detail
