@@ -26,6 +26,7 @@ class Category final : public std::error_category {
       case errc::invalid_argument: return "invalid argument";
       case errc::read_only: return "map opened read-only";
       case errc::too_many_processes: return "too many processes attached";
+      case errc::busy: return "segment busy (attached processes or a repair in progress)";
     }
     return "unknown shmap error";
   }

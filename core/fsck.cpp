@@ -21,16 +21,13 @@
 #include <unordered_set>
 #include <vector>
 
+#include "fsck.hpp"
 #include "map_impl.hpp"
 
 namespace shmap {
 namespace {
 
-struct Block {
-  std::uint64_t offset;  // bytes from the arena base
-  std::uint64_t bytes;
-  bool reachable;
-};
+using detail::Block;
 
 class Checker {
  public:
@@ -42,6 +39,15 @@ class Checker {
     check_arena();
     check_counters();
     return std::move(r_);
+  }
+
+  detail::IndexScan index_only() {
+    check_index();
+    detail::IndexScan s;
+    s.blocks = std::move(blocks_);
+    s.reachable_per_class = std::move(reachable_per_class_);
+    s.report = std::move(r_);
+    return s;
   }
 
  private:
@@ -112,7 +118,7 @@ class Checker {
         violation(where + ": record ref " + std::to_string(w.ref()) + " is referred to by two slots");
         continue;
       }
-      blocks_.push_back({w.ref() * 8, block_bytes, true});
+      blocks_.push_back({w.ref() * 8, block_bytes, cls, true});
       ++reachable_per_class_[cls];
       ++r_.reachable_blocks;
       r_.reachable_bytes += block_bytes;
@@ -159,7 +165,7 @@ class Checker {
         if (detail::size_class_of(h.record_bytes()) != c)
           violation(where + ": node " + std::to_string(ref) + " belongs to another size class");
         if (reachable_refs_.count(ref)) violation(where + ": node " + std::to_string(ref) + " is also in the index");
-        blocks_.push_back({ref * 8, block_bytes, false});
+        blocks_.push_back({ref * 8, block_bytes, c, false});
         ++free_per_class_[c];
         ++r_.free_blocks;
         r_.free_bytes += block_bytes;
@@ -219,5 +225,9 @@ class Checker {
 }  // namespace
 
 FsckReport Map::fsck() const { return Checker(*impl_).run(); }
+
+namespace detail {
+IndexScan scan_index(const Map::Impl& m) { return Checker(m).index_only(); }
+}  // namespace detail
 
 }  // namespace shmap

@@ -5,6 +5,7 @@
 //   offset 0                 SegmentHeader (kHeaderBytes, page aligned)
 //     immutable part         magic, layout version, ABI word, geometry, seed, checksum
 //     state word             INITIALIZING -> READY
+//     maintenance            owner of a running repair (0: none)
 //     reserved               room for online growth
 //     counters               live keys, used slots      (own cache lines)
 //     arena top              bump offset                (own cache line)
@@ -230,7 +231,10 @@ struct SegmentHeader {
   std::uint32_t pad0;
   // Reserved for the process registry and for online growth (index generation,
   // migration cursor). Zero in layout version 1.
-  std::uint64_t reserved[64];
+  // Owner word (Owner) of a process running repair(), 0 otherwise. While it is
+  // set by a live process, attaching is refused (errc::busy).
+  std::uint64_t maintenance;
+  std::uint64_t reserved[63];
   CacheLineCounter live_keys;
   CacheLineCounter used_slots;
   CacheLineCounter arena_top;  // next unused arena offset (bytes from arena base)

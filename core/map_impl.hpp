@@ -60,7 +60,7 @@ struct Map::Impl {
   // right after a fork) one keeps its entry and the others give theirs back.
   void attach_for(std::uint64_t epoch) {
     const std::uint32_t entry =
-        detail::attach(mapping.registry(), detail::kRegistryEntries, detail::self_owner(), mapping.name);
+        detail::attach(header, mapping.registry(), detail::kRegistryEntries, detail::self_owner(), mapping.name);
     const std::uint64_t mine = ((epoch & 0xffffffffu) << 32) | entry;
     // Relaxed: process-local bookkeeping; the registry entry itself is published by attach().
     std::uint64_t seen = attached.load(std::memory_order_relaxed);

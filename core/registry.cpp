@@ -29,13 +29,13 @@ void on_fork_child() noexcept {
 
 const bool g_atfork_registered = [] { return ::pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
 
+}  // namespace
+
 bool owner_alive(Owner o) noexcept {
   const std::uint64_t start = process_start_time(o.pid());
   if (start == 0) return false;  // no such process
   return (start & 0x7fffffffull) == o.start_low();
 }
-
-}  // namespace
 
 Owner self_owner() noexcept {
   // Relaxed: a process-local cache of an immutable (per process) value.
@@ -53,7 +53,8 @@ std::uint64_t fork_epoch() noexcept {
   return g_fork_epoch.load(std::memory_order_relaxed);
 }
 
-std::uint32_t attach(RegistryEntry* entries, std::uint32_t count, Owner me, std::string_view segment) {
+std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, std::uint32_t count, Owner me,
+                     std::string_view segment) {
   const std::uint32_t start = me.pid() % count;  // spread concurrent attachers
   for (int round = 0; round < 2; ++round) {
     for (std::uint32_t n = 0; n < count; ++n) {
@@ -61,17 +62,32 @@ std::uint32_t attach(RegistryEntry* entries, std::uint32_t count, Owner me, std:
       std::uint64_t expected = 0;
       // Relaxed pre-check keeps the scan from writing to taken entries.
       if (atom(e.owner).load(std::memory_order_relaxed) != 0) continue;
-      // Acq_rel: acquire pairs with the release in detach()/reap_dead(), so the
-      // previous owner's stores to the entry are done; release publishes ours.
-      if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_acq_rel,
+      // Seq_cst: the claim and the maintenance check below form a Dekker pair
+      // with repair()'s maintenance CAS and registry scan (repair.cpp, M1/M2):
+      // either we see its mark, or it sees our entry. Also acquires the
+      // previous owner's release in detach()/reap_dead().
+      if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst,
                                                  std::memory_order_relaxed))
         continue;
+      const auto index = static_cast<std::uint32_t>((start + n) % count);
+      // Seq_cst: see the claim above.
+      std::uint64_t mark = atom(header->maintenance).load(std::memory_order_seq_cst);
+      if (mark != 0 && !owner_alive(Owner{mark})) {
+        // Relaxed: a dead repairer's mark; losing this race to another clearer is fine.
+        atom(header->maintenance).compare_exchange_strong(mark, 0, std::memory_order_relaxed);
+        mark = 0;
+      }
+      if (mark != 0) {
+        detach(entries, index, me);
+        throw_error(errc::busy, segment,
+                    "being repaired by pid " + std::to_string(Owner{mark}.pid()) + "; open it again when it is done");
+      }
       const auto now = std::chrono::system_clock::now().time_since_epoch();
       // Relaxed: informational; read by list() after it sees the owner.
       atom(e.attached_unix_ns)
           .store(std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()),
                  std::memory_order_relaxed);
-      return static_cast<std::uint32_t>((start + n) % count);
+      return index;
     }
     if (round == 0 && reap_dead(entries, count) == 0) break;
   }

@@ -34,7 +34,11 @@ std::uint64_t fork_epoch() noexcept;
 // Claims a free entry for `me`, releasing dead owners' entries first if none
 // is free. Returns the entry index; throws errc::too_many_processes when all
 // entries belong to live processes. Lock-free.
-std::uint32_t attach(RegistryEntry* entries, std::uint32_t count, Owner me, std::string_view segment);
+// Refuses (errc::busy, entry released again) while a live process runs
+// repair(); a dead repairer's mark is cleared.
+std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, std::uint32_t count, Owner me,
+                     std::string_view segment);
+bool owner_alive(Owner o) noexcept;
 // Releases entry `index` if `me` still owns it. Lock-free.
 void detach(RegistryEntry* entries, std::uint32_t index, Owner me) noexcept;
 // Releases the entries of owners that are no longer alive; returns how many.

@@ -360,8 +360,10 @@ int cmd_dump(const Command&, const ParsedArgs& a) {
 }
 
 int cmd_fsck(const Command& cmd, const ParsedArgs& a) {
-  const Map map = Map::open(a.positional[0], read_only_options());
-  const shmap::FsckReport r = map.fsck();
+  const bool repair = a.has("repair");
+  Map map = repair ? Map::open(a.positional[0]) : Map::open(a.positional[0], read_only_options());
+  const shmap::FsckReport r = repair ? map.repair() : map.fsck();
+  if (repair) std::printf("repaired: free lists and counters rebuilt from the index\n");
   std::printf("live keys        %llu\n", static_cast<unsigned long long>(r.live_keys));
   std::printf("deleted slots    %llu\n", static_cast<unsigned long long>(r.deleted_slots));
   std::printf("reachable        %llu blocks, %llu bytes\n", static_cast<unsigned long long>(r.reachable_blocks),
@@ -471,17 +473,21 @@ const std::vector<Command>& commands() {
        .options = {{"hex", 0, "", "print keys and values as hex"}},
        .run = cmd_dump},
       {.name = "fsck",
-       .synopsis = "fsck NAME",
+       .synopsis = "fsck NAME [--repair]",
        .summary = "check every invariant of a map; exit 5 on any violation",
        .details = "Walks the index and the arena and checks every invariant: slot words,\n"
                   "record bounds and generations, fingerprints, no duplicate keys, the probe\n"
                   "invariant, free lists, counters, and that every carved arena byte is\n"
                   "reachable or free (the rest is reported as leaked). Prints a summary and\n"
                   "one line per violation. Exact on a quiet map; with writers running,\n"
-                  "records in flight can show as leaked. Maps the segment read-only.",
+                  "records in flight can show as leaked. Maps the segment read-only.\n"
+                  "--repair first rebuilds the free lists and counters from the index (every\n"
+                  "carved byte no slot refers to becomes free: what killed writers leaked),\n"
+                  "then checks. It needs the map to itself: exit 3 if another process has it\n"
+                  "open for writing; others cannot open it for writing meanwhile.",
        .min_positional = 1,
        .max_positional = 1,
-       .options = {},
+       .options = {{"repair", 0, "", "rebuild free lists and counters first (map must be quiet)"}},
        .run = cmd_fsck},
       {.name = "rm",
        .synopsis = "rm NAME [--force]",

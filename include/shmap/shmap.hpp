@@ -62,6 +62,7 @@ enum class errc : int {
   invalid_argument,      // bad name or options
   read_only,             // a write through a map opened read-only
   too_many_processes,    // every process-registry entry belongs to a live process
+  busy,                  // repair needs the map to itself: other processes are attached, or a repair runs
 };
 // Failed OS calls throw shmap::Error with std::system_category() and errno
 // (compare with std::errc::permission_denied, ...); the message names the call.
@@ -292,6 +293,15 @@ class Map {
   // allocates O(live keys). Exact on a quiet map; with writers running it can
   // report blocks in flight as leaked and counters as off.
   FsckReport fsck() const;
+  // Rebuilds the arena's free lists and counters from the index: every carved
+  // byte that no slot refers to becomes free (this returns what killed writers
+  // leaked), and live/used/per-class counters are recomputed. Needs the map to
+  // itself: throws Error(errc::busy) if another handle (of any process) is
+  // attached or another repair runs, and other processes cannot attach while
+  // it runs. Do not use this handle from other threads meanwhile. Refuses
+  // (errc::corrupt) damage it cannot rebuild (bad slot words, duplicate keys).
+  // Returns the fsck report of the repaired map. Blocking; a writable handle.
+  FsckReport repair();
   Info info() const;
   // The processes attached to the map: every writable handle registers when it
   // is opened (read-only handles do not: they write nothing shared) and

@@ -1,0 +1,158 @@
+// repair: rebuilds the arena's free lists and the counters from the index,
+// with the map to itself.
+//
+// EXCLUSION without a lock that anyone waits on:
+//   M1  CAS header.maintenance 0 -> our owner word (seq_cst); a dead
+//       repairer's mark is taken over.
+//   M2  scan the registry (seq_cst loads): any live entry other than this
+//       handle's -> clear the mark, errc::busy.
+// An attacher claims its entry (seq_cst CAS) and then reads the mark (seq_cst)
+// (registry.cpp). Both sides store then load with seq_cst, so at least one
+// sees the other: either the attacher sees the mark and backs out, or the
+// repairer sees the entry and refuses. Nobody blocks: both sides fail fast.
+//
+// REBUILD (the map is quiet: no other attached writer; readers through
+// read-only handles may still be reading, and see only published records,
+// which are not touched):
+//   1. the index scan of fsck collects every reachable block; any index
+//      damage (bad slot word, duplicate key...) -> errc::corrupt, nothing written;
+//   2. every carved byte not in a reachable block is cut into free blocks
+//      (largest size class first, never leaving a remainder under 16 bytes),
+//      each with an odd generation one past its old one, so any stale slot
+//      word naming an old incarnation can never validate;
+//   3. the free lists are rebuilt from those blocks (head tags advanced) and
+//      live_keys, used_slots and each class's carved/in_use recomputed.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "fsck.hpp"
+#include "map_impl.hpp"
+
+namespace shmap {
+namespace {
+
+// A header with lengths whose record size falls in size class `cls`.
+RecordHeader header_for_class(std::uint32_t cls, std::uint32_t gen) {
+  const std::uint64_t target = std::min(detail::size_class_bytes(cls), detail::kMaxRecordBytes);
+  std::uint64_t vlen = target - 8;
+  std::uint64_t klen = 0;
+  if (vlen > RecordHeader::kValueLenMask) {
+    vlen = RecordHeader::kValueLenMask & ~std::uint64_t{7};
+    klen = target - 8 - vlen;
+  }
+  return RecordHeader::make(gen, static_cast<std::uint32_t>(klen), static_cast<std::uint32_t>(vlen));
+}
+
+// The largest block size that fits `remaining` bytes without leaving a
+// remainder of 1..15 bytes (every multiple of 8 from 16 up is a sum of classes).
+std::uint32_t class_to_cut(std::uint64_t remaining) {
+  if (remaining <= 64) return detail::size_class_of(remaining);
+  std::uint32_t cls = detail::size_class_of(remaining);
+  while (cls > 0 && (detail::size_class_bytes(cls) > remaining || remaining - detail::size_class_bytes(cls) < 16))
+    --cls;
+  return cls;
+}
+
+class MaintenanceMark {
+ public:
+  MaintenanceMark(Map::Impl& m, detail::Owner me) : m_(m), me_(me) {
+    std::uint64_t expected = 0;
+    // Site M1, seq_cst: see the file comment.
+    while (!atom(m_.header->maintenance).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst)) {
+      if (detail::owner_alive(detail::Owner{expected}))
+        detail::throw_error(errc::busy, m_.mapping.name,
+                            "a repair by pid " + std::to_string(detail::Owner{expected}.pid()) + " is running");
+    }
+  }
+  ~MaintenanceMark() {
+    std::uint64_t expected = me_.raw;
+    // Release: the rebuilt lists and counters happen before the next attacher's
+    // seq_cst load of the mark.
+    atom(m_.header->maintenance).compare_exchange_strong(expected, 0, std::memory_order_release);
+  }
+  MaintenanceMark(const MaintenanceMark&) = delete;
+  MaintenanceMark& operator=(const MaintenanceMark&) = delete;
+
+ private:
+  Map::Impl& m_;
+  detail::Owner me_;
+};
+
+void require_alone(Map::Impl& m) {
+  detail::reap_dead(m.mapping.registry(), detail::kRegistryEntries);
+  // Relaxed: process-local bookkeeping of this handle's own entry.
+  const auto mine = static_cast<std::uint32_t>(m.attached.load(std::memory_order_relaxed));
+  std::string others;
+  for (std::uint32_t i = 0; i < detail::kRegistryEntries; ++i) {
+    if (i == mine) continue;
+    // Site M2, seq_cst: see the file comment.
+    const detail::Owner o{atom(m.mapping.registry()[i].owner).load(std::memory_order_seq_cst)};
+    if (!o.is_free()) others += (others.empty() ? "" : ", ") + std::to_string(o.pid());
+  }
+  if (!others.empty())
+    detail::throw_error(errc::busy, m.mapping.name,
+                        "repair needs the map to itself; other handles are attached (pids " + others + ")");
+}
+
+}  // namespace
+
+FsckReport Map::repair() {
+  Impl& m = *impl_;
+  m.require_writable();
+  const MaintenanceMark mark(m, detail::self_owner());
+  require_alone(m);
+
+  detail::IndexScan scan = detail::scan_index(m);
+  if (!scan.report.ok)
+    detail::throw_error(errc::corrupt, m.mapping.name,
+                        "the index itself is damaged, which repair cannot rebuild: " + scan.report.violations.front());
+
+  // Relaxed (all below): no other writer is attached; the release of the
+  // maintenance mark publishes the result to the next attacher.
+  const std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
+  if (top < detail::kArenaFirstOffset || top > m.arena.bytes() || top % 8 != 0)
+    detail::throw_error(errc::corrupt, m.mapping.name, "arena bump offset out of range; repair cannot rebuild it");
+
+  std::vector<detail::Block>& live = scan.blocks;
+  std::sort(live.begin(), live.end(), [](const detail::Block& a, const detail::Block& b) { return a.offset < b.offset; });
+  std::vector<std::uint64_t> free_heads(detail::kClasses, 0);
+  std::vector<std::uint64_t> free_count(detail::kClasses, 0);
+
+  auto cut_gap = [&](std::uint64_t from, std::uint64_t to) {
+    while (to - from >= 16) {
+      const std::uint32_t cls = class_to_cut(to - from);
+      std::uint64_t* b = m.arena.block(from / 8);
+      const RecordHeader old{atom(b[0]).load(std::memory_order_relaxed)};
+      const std::uint32_t gen = (old.gen() | 1u) + 2u;  // odd, past any incarnation
+      // Release store and fence, as at F1 (arena.cpp): a read-only reader still
+      // holding a stale slot word for this block sees the new generation
+      // before any byte we write next, and discards its copy.
+      atom(b[0]).store(header_for_class(cls, gen).raw, std::memory_order_release);
+      std::atomic_thread_fence(std::memory_order_release);
+      atom(b[1]).store(free_heads[cls], std::memory_order_relaxed);
+      free_heads[cls] = from / 8;
+      ++free_count[cls];
+      from += detail::size_class_bytes(cls);
+    }
+  };
+  std::uint64_t cursor = detail::kArenaFirstOffset;
+  for (const detail::Block& b : live) {
+    if (b.offset > cursor) cut_gap(cursor, b.offset);
+    cursor = std::max(cursor, b.offset + b.bytes);
+  }
+  if (top > cursor) cut_gap(cursor, top);
+
+  for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+    detail::SizeClass& sc = m.header->classes[c];
+    const detail::FreeHead old{atom(sc.head).load(std::memory_order_relaxed)};
+    atom(sc.head).store(detail::FreeHead::make(free_heads[c], old.tag() + 1).raw, std::memory_order_relaxed);
+    atom(sc.in_use).store(scan.reachable_per_class[c], std::memory_order_relaxed);
+    atom(sc.carved).store(scan.reachable_per_class[c] + free_count[c], std::memory_order_relaxed);
+  }
+  atom(m.header->live_keys.value).store(scan.report.live_keys, std::memory_order_relaxed);
+  atom(m.header->used_slots.value).store(scan.report.live_keys + scan.report.deleted_slots, std::memory_order_relaxed);
+  return fsck();
+}
+
+}  // namespace shmap
