@@ -4,6 +4,7 @@
 #include <atomic>
 #include <string>
 
+#include "fault.hpp"
 #include "segment.hpp"
 
 namespace shmap::detail {
@@ -33,6 +34,7 @@ std::uint64_t Arena::allocate(std::uint32_t klen, std::uint32_t vlen) {
     if (atom(sc.head).compare_exchange_weak(head.raw, popped.raw, std::memory_order_acquire,
                                             std::memory_order_acquire)) {
       ref = head.ref();
+      SHMAP_FAULT("allocate: popped a free block");
       // Relaxed: the block is ours now; the acquire above ordered this load.
       old = RecordHeader{atom(block(ref)[0]).load(std::memory_order_relaxed)};
       if (old.is_allocated() || size_class_of(old.record_bytes()) != cls)
@@ -51,12 +53,14 @@ std::uint64_t Arena::allocate(std::uint32_t klen, std::uint32_t vlen) {
                   .compare_exchange_weak(top, top + block_bytes, std::memory_order_relaxed,
                                          std::memory_order_relaxed));
     ref = top / 8;
+    SHMAP_FAULT("allocate: carved a new block");
     // Relaxed: statistics counter.
     atom(sc.carved).fetch_add(1, std::memory_order_relaxed);
     old = RecordHeader::make(1, 0, 0);  // a never-used block starts as "free, generation 1"
   }
   // Relaxed: statistics counter.
   atom(sc.in_use).fetch_add(1, std::memory_order_relaxed);
+  SHMAP_FAULT("allocate: counted, header not yet written");
 
   const RecordHeader fresh = RecordHeader::make(old.gen() + 1, klen, vlen);  // odd -> even
   // Site A1. The release fence orders the new generation before every later
@@ -69,6 +73,7 @@ std::uint64_t Arena::allocate(std::uint32_t klen, std::uint32_t vlen) {
   // acquired), so when it re-reads the slot word it finds it changed.
   atom(block(ref)[0]).store(fresh.raw, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
+  SHMAP_FAULT("allocate: header written");
   return ref;
 }
 
@@ -87,8 +92,10 @@ void Arena::free(std::uint64_t ref) {
   // cannot be seen without it; pairs with the reader's acquire fence (R3). The
   // store is a release too (pairs with R1/R3 loads): a reader that sees the odd
   // generation also sees our caller's unlinking CAS when it re-reads the slot.
+  SHMAP_FAULT("free: before the generation change");
   atom(b[0]).store(h.next_gen().raw, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
+  SHMAP_FAULT("free: generation odd, not yet pushed");
 
   // Relaxed: the CAS below publishes; a stale value only makes it fail.
   FreeHead head{atom(sc.head).load(std::memory_order_relaxed)};
@@ -101,6 +108,7 @@ void Arena::free(std::uint64_t ref) {
     // next popper's acquire load/CAS in allocate().
   } while (!atom(sc.head).compare_exchange_weak(head.raw, pushed.raw, std::memory_order_release,
                                                 std::memory_order_relaxed));
+  SHMAP_FAULT("free: pushed, not yet counted");
   // Relaxed: statistics counter.
   atom(sc.in_use).fetch_sub(1, std::memory_order_relaxed);
 }

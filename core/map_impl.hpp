@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arena.hpp"
+#include "fault.hpp"
 #include "hash.hpp"
 #include "layout.hpp"
 #include "registry.hpp"
@@ -217,7 +218,9 @@ struct Map::Impl {
       // Relaxed: we own the block; we only need the generation we stored.
       gen = RecordHeader{atom(r[0]).load(std::memory_order_relaxed)}.gen();
       write_words(r + 1, key);
+      SHMAP_FAULT("prepare: key written, value not yet");
       write_words(r + 1 + RecordHeader::pad8(key.size()) / 8, value);
+      SHMAP_FAULT("prepare: record written, not yet published");
       return true;
     }
     // Rewrites the value of an unpublished record of the same value length.
@@ -264,9 +267,11 @@ struct Map::Impl {
     const SlotWord old = w;
     if (old.is_empty() && !below_used_limit()) return false;
     if (!cas_slot(slot, w, pending.word(fp))) return false;
+    SHMAP_FAULT("insert: slot claimed, not yet counted");
     pending.published();
     count_live(+1);
     if (old.is_empty()) count_used_slot();
+    SHMAP_FAULT("insert: counted, old deleted record not yet freed");
     if (old.is_deleted()) arena.free(old.ref());
     return true;
   }
@@ -337,9 +342,11 @@ struct Map::Impl {
         }
         const SlotWord old = w;
         if (cas_slot(slot, w, desired)) {
+          SHMAP_FAULT("update/erase: slot swapped, not yet counted");
           if (action == Found::erase) count_live(-1);
           if (desired.ref() != old.ref()) {
             pending.published();
+            SHMAP_FAULT("update/erase: old record unlinked, not yet freed");
             arena.free(old.ref());
           }
           return action == Found::erase ? Status::ok : Status::assigned;
