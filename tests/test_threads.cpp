@@ -145,58 +145,17 @@ TEST_CASE("threads racing compare_exchange from the same expected value produce 
   check_quiescent(m);
 }
 
-TEST_CASE("threads filling the index at once get at least used_limit inserts in, overshoot by under one per thread, then full_index") {
-  // Many small rounds: the race that matters is the last few slots.
-  for (int round = 0; round < 200; ++round) {
-    CAPTURE(round);
-    SegmentGuard g;
-    Map m = Map::create(g.name(), small_options(300));
-    const std::uint64_t limit = m.stats().used_limit;
-    std::vector<std::vector<int>> mine(kThreads);
-    std::vector<int> unexpected(kThreads, 0);
-    run_threads(kThreads, [&](int t) {
-      for (int i = 0;; ++i) {
-        const Status s = m.insert("t" + std::to_string(t) + "-" + std::to_string(i), std::to_string(i));
-        if (s == Status::full_index) break;
-        if (s == Status::ok)
-          mine[std::size_t(t)].push_back(i);
-        else
-          ++unexpected[std::size_t(t)];
-      }
-    });
-    std::uint64_t total = 0;
-    int wrong = 0;
-    for (int t = 0; t < kThreads; ++t) {
-      CHECK(unexpected[std::size_t(t)] == 0);
-      total += mine[std::size_t(t)].size();
-      for (int i : mine[std::size_t(t)])
-        if (m.get("t" + std::to_string(t) + "-" + std::to_string(i)) != std::to_string(i)) ++wrong;
-    }
-    // Slots are counted after the claiming CAS (so no insert is refused for a
-    // reservation another insert then gives back); claimers racing at the
-    // limit can each pass the check once: at most kThreads - 1 over.
-    REQUIRE(total >= limit);
-    REQUIRE(total <= limit + kThreads - 1);
-    CHECK(wrong == 0);
-    CHECK(m.size() == total);
-    CHECK(m.stats().live_slots == total);
-    CHECK(m.insert("one-more", "x") == Status::full_index);
-    check_quiescent(m);
-  }
-}
-
-TEST_CASE("threads filling the arena at once keep every inserted entry and leak no block") {
-  SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(20000, 512 << 10));
+// kThreads threads insert keys "t<t>-<i>" with value_of(t, i) until one
+// reports `stop`; checks that nothing else came back and that every insert
+// acknowledged as ok reads back exactly. Returns how many inserts succeeded.
+template <class ValueOf>
+std::uint64_t fill_concurrently(Map& m, Status stop, ValueOf&& value_of) {
   std::vector<std::vector<int>> mine(kThreads);
   std::vector<int> unexpected(kThreads, 0);
   run_threads(kThreads, [&](int t) {
     for (int i = 0;; ++i) {
-      // Two value sizes, so two classes compete for the last bump bytes.
-      const std::size_t len = i % 2 ? 1000 : 300;
-      const Status s = m.insert("t" + std::to_string(t) + "-" + std::to_string(i),
-                                pattern_value(std::uint64_t(t) * 100000 + std::uint64_t(i), len));
-      if (s == Status::full_arena) break;
+      const Status s = m.insert("t" + std::to_string(t) + "-" + std::to_string(i), value_of(t, i));
+      if (s == stop) break;
       if (s == Status::ok)
         mine[std::size_t(t)].push_back(i);
       else
@@ -209,12 +168,40 @@ TEST_CASE("threads filling the arena at once keep every inserted entry and leak 
     CHECK(unexpected[std::size_t(t)] == 0);
     total += mine[std::size_t(t)].size();
     for (int i : mine[std::size_t(t)])
-      if (m.get("t" + std::to_string(t) + "-" + std::to_string(i)) !=
-          pattern_value(std::uint64_t(t) * 100000 + std::uint64_t(i), i % 2 ? 1000 : 300))
-        ++wrong;
+      if (m.get("t" + std::to_string(t) + "-" + std::to_string(i)) != value_of(t, i)) ++wrong;
   }
-  CHECK(total > 0);
   CHECK(wrong == 0);
+  return total;
+}
+
+TEST_CASE("threads filling the index at once get at least used_limit inserts in, overshoot by under one per thread, then full_index") {
+  // Many small rounds: the race that matters is the last few slots.
+  for (int round = 0; round < 200; ++round) {
+    CAPTURE(round);
+    SegmentGuard g;
+    Map m = Map::create(g.name(), small_options(300));
+    const std::uint64_t limit = m.stats().used_limit;
+    const std::uint64_t total = fill_concurrently(m, Status::full_index, [](int, int i) { return std::to_string(i); });
+    // Slots are counted after the claiming CAS (so no insert is refused for a
+    // reservation another insert then gives back); claimers racing at the
+    // limit can each pass the check once: at most kThreads - 1 over.
+    REQUIRE(total >= limit);
+    REQUIRE(total <= limit + kThreads - 1);
+    CHECK(m.size() == total);
+    CHECK(m.stats().live_slots == total);
+    CHECK(m.insert("one-more", "x") == Status::full_index);
+    check_quiescent(m);
+  }
+}
+
+TEST_CASE("threads filling the arena at once keep every inserted entry and leak no block") {
+  SegmentGuard g;
+  Map m = Map::create(g.name(), small_options(20000, 512 << 10));
+  // Two value sizes, so two classes compete for the last bump bytes.
+  const std::uint64_t total = fill_concurrently(m, Status::full_arena, [](int t, int i) {
+    return pattern_value(std::uint64_t(t) * 100000 + std::uint64_t(i), i % 2 ? 1000 : 300);
+  });
+  CHECK(total > 0);
   CHECK(m.size() == total);
   check_quiescent(m);
 }
