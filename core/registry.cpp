@@ -2,7 +2,10 @@
 #include "registry.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -22,18 +25,25 @@ Owner compute_self() noexcept {
 }
 
 void on_fork_child() noexcept {
-  // Relaxed: the child is single-threaded right after fork.
+  // Relaxed: the child is single-threaded right after fork. No I/O here (the
+  // parent may have been multithreaded): self_owner() recomputes lazily.
   g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
-  g_self.store(compute_self().raw, std::memory_order_relaxed);
+  g_self.store(0, std::memory_order_relaxed);
 }
 
 const bool g_atfork_registered = [] { return ::pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
 
 }  // namespace
 
+// Dead only on definite evidence: no such pid, or a readable start time that
+// differs (a reused pid). A /proc entry we cannot read (hidepid, no /proc) or
+// an owner that could not read its own start time counts as alive: releasing a
+// live writer's entry would let repair run beside it. A zombie (killed, not
+// yet reaped by its parent) still counts as alive until it is reaped.
 bool owner_alive(Owner o) noexcept {
+  if (::kill(static_cast<pid_t>(o.pid()), 0) != 0 && errno == ESRCH) return false;
   const std::uint64_t start = process_start_time(o.pid());
-  if (start == 0) return false;  // no such process
+  if (start == 0 || o.start_low() == 0) return true;
   return (start & 0x7fffffffull) == o.start_low();
 }
 

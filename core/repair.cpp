@@ -14,18 +14,24 @@
 // REBUILD (the map is quiet: no other attached writer; readers through
 // read-only handles may still be reading, and see only published records,
 // which are not touched):
-//   1. the index scan of fsck collects every reachable block; any index
-//      damage (bad slot word, duplicate key...) -> errc::corrupt, nothing written;
-//   2. every carved byte not in a reachable block is cut into free blocks
-//      (largest size class first, never leaving a remainder under 16 bytes),
-//      each with an odd generation one past its old one, so any stale slot
-//      word naming an old incarnation can never validate;
-//   3. the free lists are rebuilt from those blocks (head tags advanced) and
-//      live_keys, used_slots and each class's carved/in_use recomputed.
+//   0. the index scan of fsck collects every reachable block; any index
+//      damage (bad slot word, duplicate key, overlapping records, records
+//      beyond the bump offset) -> errc::corrupt, nothing written;
+//   1. every free list is emptied, so a repair killed from here on leaves only
+//      leaked memory (and a dead mark, which the next attacher clears), which
+//      the next repair returns;
+//   2. every carved byte not in a reachable block is cut into free blocks:
+//      along the old block boundaries while the old headers say where they
+//      are, then greedily (largest class first, no remainder under 16 bytes);
+//      each gets an odd generation past its old one, so a stale slot word
+//      naming an old block start can never validate;
+//   3. the free lists are installed (head tags advanced) and live_keys,
+//      used_slots and each class's carved/in_use recomputed.
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "fault.hpp"
 #include "fsck.hpp"
 #include "map_impl.hpp"
 
@@ -38,25 +44,43 @@ RecordHeader header_for_class(std::uint32_t cls, std::uint32_t gen) {
   std::uint64_t vlen = target - 8;
   std::uint64_t klen = 0;
   if (vlen > RecordHeader::kValueLenMask) {
-    vlen = RecordHeader::kValueLenMask & ~std::uint64_t{7};
-    klen = target - 8 - vlen;
+    // The value field is full; the rest is key bytes (padded to 8).
+    vlen = RecordHeader::kValueLenMask;
+    const std::uint64_t key_pad = target - 8 - RecordHeader::pad8(vlen);
+    klen = key_pad == 0 ? 0 : key_pad - 1;
   }
   return RecordHeader::make(gen, static_cast<std::uint32_t>(klen), static_cast<std::uint32_t>(vlen));
 }
 
-// The largest block size that fits `remaining` bytes without leaving a
-// remainder of 1..15 bytes (every multiple of 8 from 16 up is a sum of classes).
+// The largest block size that fits `remaining` bytes exactly or leaves at
+// least 16 (every multiple of 8 from 16 up is a sum of classes).
 std::uint32_t class_to_cut(std::uint64_t remaining) {
   if (remaining <= 64) return detail::size_class_of(remaining);
-  std::uint32_t cls = detail::size_class_of(remaining);
-  while (cls > 0 && (detail::size_class_bytes(cls) > remaining || remaining - detail::size_class_bytes(cls) < 16))
-    --cls;
+  std::uint32_t cls = std::min(detail::size_class_of(remaining), detail::kClasses - 1);
+  auto fits = [&](std::uint32_t c) {
+    const std::uint64_t b = detail::size_class_bytes(c);
+    return b <= remaining && (b == remaining || remaining - b >= 16);
+  };
+  while (cls > 0 && !fits(cls)) --cls;
   return cls;
+}
+
+// The size class of the old block starting at `b` if its header is plausible
+// and the block fits in `remaining` bytes; kClasses otherwise.
+std::uint32_t old_block_class(const std::uint64_t* b, std::uint64_t remaining) {
+  // Relaxed: no writer is attached (see the file comment).
+  const RecordHeader h{atom(const_cast<std::uint64_t&>(b[0])).load(std::memory_order_relaxed)};
+  if (h.raw == 0) return detail::kClasses;  // carved, never written
+  const std::uint32_t cls = detail::size_class_of(h.record_bytes());
+  if (cls >= detail::kClasses || detail::size_class_bytes(cls) > remaining) return detail::kClasses;
+  const std::uint64_t rest = remaining - detail::size_class_bytes(cls);
+  return rest == 0 || rest >= 16 ? cls : detail::kClasses;
 }
 
 class MaintenanceMark {
  public:
   MaintenanceMark(Map::Impl& m, detail::Owner me) : m_(m), me_(me) {
+    SHMAP_FAULT("repair: before taking the maintenance mark");
     std::uint64_t expected = 0;
     // Site M1, seq_cst: see the file comment.
     while (!atom(m_.header->maintenance).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst)) {
@@ -83,12 +107,13 @@ void require_alone(Map::Impl& m) {
   detail::reap_dead(m.mapping.registry(), detail::kRegistryEntries);
   // Relaxed: process-local bookkeeping of this handle's own entry.
   const auto mine = static_cast<std::uint32_t>(m.attached.load(std::memory_order_relaxed));
+  const detail::Owner me = detail::self_owner();
   std::string others;
   for (std::uint32_t i = 0; i < detail::kRegistryEntries; ++i) {
-    if (i == mine) continue;
     // Site M2, seq_cst: see the file comment.
     const detail::Owner o{atom(m.mapping.registry()[i].owner).load(std::memory_order_seq_cst)};
-    if (!o.is_free()) others += (others.empty() ? "" : ", ") + std::to_string(o.pid());
+    if (o.is_free() || (i == mine && o.raw == me.raw)) continue;
+    others += (others.empty() ? "" : ", ") + std::to_string(o.pid());
   }
   if (!others.empty())
     detail::throw_error(errc::busy, m.mapping.name,
@@ -116,13 +141,39 @@ FsckReport Map::repair() {
 
   std::vector<detail::Block>& live = scan.blocks;
   std::sort(live.begin(), live.end(), [](const detail::Block& a, const detail::Block& b) { return a.offset < b.offset; });
+  // Everything repair would build on is checked before the first write.
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (live[i].offset + live[i].bytes > top || (i > 0 && live[i].offset < live[i - 1].offset + live[i - 1].bytes))
+      detail::throw_error(errc::corrupt, m.mapping.name,
+                          "reachable records overlap or lie beyond the bump offset; repair cannot rebuild that");
+  }
+
+  // Step 1: empty every free list first. From here on a crash leaves only
+  // leaked memory (nothing can be allocated from the bytes we rewrite next),
+  // and the next repair rebuilds it all.
+  for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+    detail::SizeClass& sc = m.header->classes[c];
+    const detail::FreeHead old{atom(sc.head).load(std::memory_order_relaxed)};
+    atom(sc.head).store(detail::FreeHead::make(0, old.tag() + 1).raw, std::memory_order_relaxed);
+  }
+  SHMAP_FAULT("repair: free lists emptied");
+
   std::vector<std::uint64_t> free_heads(detail::kClasses, 0);
   std::vector<std::uint64_t> free_count(detail::kClasses, 0);
 
+  // Step 2: cut the unreachable bytes into free blocks. Old blocks are kept
+  // where their headers say where they are (so every old block start gets a
+  // new generation and a stale slot word naming it can never validate); the
+  // rest (after a block carved but never written) is cut greedily.
   auto cut_gap = [&](std::uint64_t from, std::uint64_t to) {
+    bool follow_old = true;
     while (to - from >= 16) {
-      const std::uint32_t cls = class_to_cut(to - from);
       std::uint64_t* b = m.arena.block(from / 8);
+      std::uint32_t cls = follow_old ? old_block_class(b, to - from) : detail::kClasses;
+      if (cls == detail::kClasses) {
+        follow_old = false;
+        cls = class_to_cut(to - from);
+      }
       const RecordHeader old{atom(b[0]).load(std::memory_order_relaxed)};
       const std::uint32_t gen = (old.gen() | 1u) + 2u;  // odd, past any incarnation
       // Release store and fence, as at F1 (arena.cpp): a read-only reader still
@@ -142,7 +193,9 @@ FsckReport Map::repair() {
     cursor = std::max(cursor, b.offset + b.bytes);
   }
   if (top > cursor) cut_gap(cursor, top);
+  SHMAP_FAULT("repair: gaps cut, lists not yet installed");
 
+  // Step 3: install the lists and the counters.
   for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
     detail::SizeClass& sc = m.header->classes[c];
     const detail::FreeHead old{atom(sc.head).load(std::memory_order_relaxed)};

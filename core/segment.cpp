@@ -265,8 +265,9 @@ std::uint64_t process_start_time(std::int64_t pid) noexcept try {
 bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept {
   if (pid <= 0) return false;
   if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  // Dead only on definite evidence: an unreadable /proc entry counts as alive.
   const std::uint64_t now = process_start_time(pid);
-  if (now == 0) return false;
+  if (now == 0) return true;
   return start_time == 0 || now == start_time;
 }
 

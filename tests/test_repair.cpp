@@ -168,3 +168,34 @@ TEST_CASE("after writers are SIGKILLed at random moments, repair leaves a clean 
   CHECK(bad == 0);
   check_quiescent(m);
 }
+
+TEST_CASE("repair cuts a free stretch larger than the largest size class into valid blocks") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options(1024, 16 << 20)); REQUIRE(m.insert("k", "v") == Status::ok); }
+  // 3 MiB carved and never written (zero headers): more than the largest class.
+  edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.arena_top.value += 3 << 20; });
+  Map m = Map::open(g.name());
+  REQUIRE(m.fsck().leaked_bytes == (3u << 20));
+  const FsckReport r = m.repair();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(r.leaked_bytes == 0);
+  CHECK(r.free_bytes == (3u << 20));
+  CHECK(m.get("k") == "v");
+  check_quiescent(m);
+}
+
+TEST_CASE("repair keeps old blocks where their headers say they are, and frees them exactly") {
+  SegmentGuard g;
+  Map m = Map::create(g.name(), small_options(1024, 16 << 20));
+  for (int i = 0; i < 40; ++i) REQUIRE(m.insert_or_assign("big" + std::to_string(i), std::string(64 << 10, 'x')) == Status::inserted);
+  for (int i = 0; i < 40; ++i) REQUIRE(m.insert_or_assign("big" + std::to_string(i), "small") == Status::assigned);
+  const FsckReport before = m.fsck();
+  REQUIRE(before.ok);
+  const FsckReport r = m.repair();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(r.free_blocks == before.free_blocks);
+  CHECK(r.free_bytes == before.free_bytes);
+  check_quiescent(m);
+}
