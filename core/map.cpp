@@ -99,7 +99,17 @@ Map Map::create(std::string_view name, const Options& opts) {
 }
 
 Map Map::open(std::string_view name, const Options& opts) {
-  return Map(std::make_unique<Impl>(detail::open_segment(name, opts)));
+  Map map(std::make_unique<Impl>(detail::open_segment(name, opts)));
+  if (map.impl_->reaped_at_open > 0 && opts.repair_on_open && !opts.read_only) {
+    try {
+      (void)map.repair();
+    } catch (const Error& e) {
+      // Others attached (busy) or damage repair cannot rebuild (corrupt): the
+      // open itself still succeeds; fsck/repair report it when asked.
+      if (e.code() != make_error_code(errc::busy) && e.code() != make_error_code(errc::corrupt)) throw;
+    }
+  }
+  return map;
 }
 
 Map Map::open_or_create(std::string_view name, const Options& opts) {

@@ -39,7 +39,7 @@ struct Map::Impl {
     used_limit = f.used_limit;
     arena = detail::Arena(header, mapping.arena(), f.arena_bytes, mapping.name);
     if (!mapping.read_only) {
-      detail::reap_dead(mapping.registry(), detail::kRegistryEntries);
+      reaped_at_open = detail::reap_dead(mapping.registry(), detail::kRegistryEntries);
       attach_for(detail::fork_epoch());
     }
   }
@@ -52,6 +52,9 @@ struct Map::Impl {
   }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
+
+  // Entries of dead processes this handle's open released.
+  std::uint32_t reaped_at_open = 0;
 
   // Process-local: {fork epoch (32) | registry entry (32)} of this handle's
   // registration in this process; 0 when not attached (read-only handles).

@@ -199,3 +199,64 @@ TEST_CASE("repair keeps old blocks where their headers say they are, and frees t
   CHECK(r.free_bytes == before.free_bytes);
   check_quiescent(m);
 }
+
+namespace {
+
+// Forks writers that churn on `name` and SIGKILLs them until a read-only fsck
+// shows leaked bytes (a kill between allocating and publishing, or between
+// unlinking and freeing). Returns the leaked bytes seen.
+std::uint64_t kill_writers_until_leak(const std::string& name) {
+  shmap::Options ro;
+  ro.read_only = true;
+  std::mt19937_64 rng(99);
+  for (int round = 0; round < 200; ++round) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      Map cm = Map::open(name);
+      for (std::uint64_t i = 0;; ++i) (void)cm.insert_or_assign("k" + std::to_string(i % 300), pattern_value(i, i % 200));
+    }
+    ::usleep(static_cast<useconds_t>(500 + rng() % 5000));
+    REQUIRE(::kill(child, SIGKILL) == 0);
+    REQUIRE(wait_child(child) == 128 + SIGKILL);
+    const std::uint64_t leaked = Map::open(name, ro).fsck().leaked_bytes;
+    if (leaked > 0) return leaked;
+  }
+  FAIL("200 SIGKILLed writers leaked nothing");
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a writable open that finds writers died attached, with nobody else attached, repairs the map") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options(1024, 8 << 20)); }
+  REQUIRE(kill_writers_until_leak(g.name()) > 0);
+  Map m = Map::open(g.name());
+  const FsckReport r = m.fsck();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(r.leaked_bytes == 0);
+  check_quiescent(m);
+}
+
+TEST_CASE("repair_on_open = false leaves what dead writers leaked for an explicit repair") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options(1024, 8 << 20)); }
+  const std::uint64_t leaked = kill_writers_until_leak(g.name());
+  shmap::Options no_auto;
+  no_auto.repair_on_open = false;
+  Map m = Map::open(g.name(), no_auto);
+  CHECK(m.fsck().leaked_bytes == leaked);
+  const FsckReport r = m.repair();
+  CHECK(r.ok);
+  CHECK(r.leaked_bytes == 0);
+}
+
+TEST_CASE("an open that finds a dead writer while another process is attached does not repair, and still opens") {
+  SegmentGuard g;
+  Map holder = Map::create(g.name(), small_options(1024, 8 << 20));
+  const std::uint64_t leaked = kill_writers_until_leak(g.name());
+  Map m = Map::open(g.name());  // holder is attached: repair is skipped (busy)
+  CHECK(m.fsck().leaked_bytes == leaked);
+}

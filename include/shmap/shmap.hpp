@@ -123,6 +123,12 @@ struct Options {
   // Map the segment read-only (open() only): writes throw Error(errc::read_only)
   // (after the key/value length checks, which return their Status first).
   bool read_only = false;
+  // When a writable open finds processes that died attached (their entries
+  // are released) and no other process has the map open for writing, run
+  // repair() right away, so the blocks they were writing are returned. Costs
+  // one pass over the index and the arena, only after such a death. A repair
+  // that cannot run (others attached, damaged index) is skipped silently.
+  bool repair_on_open = true;
 };
 
 struct SizeClassStats {
