@@ -95,11 +95,11 @@ Map& Map::operator=(Map&&) noexcept = default;
 Map::~Map() = default;
 
 Map Map::create(std::string_view name, const Options& opts) {
-  return Map(std::make_unique<Impl>(detail::create_segment(name, opts)));
+  return Map(std::make_unique<Impl>(detail::create_segment(name, opts), opts.open_timeout));
 }
 
 Map Map::open(std::string_view name, const Options& opts) {
-  Map map(std::make_unique<Impl>(detail::open_segment(name, opts)));
+  Map map(std::make_unique<Impl>(detail::open_segment(name, opts), opts.open_timeout));
   if (map.impl_->reaped_at_open > 0 && opts.repair_on_open && !opts.read_only) {
     try {
       (void)map.repair();

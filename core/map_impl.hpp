@@ -4,8 +4,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "arena.hpp"
 #include "fault.hpp"
@@ -30,7 +32,10 @@ struct Map::Impl {
   std::uint64_t used_limit = 0;
   detail::Arena arena;
 
-  explicit Impl(detail::Mapping m) : mapping(std::move(m)) {
+  // `open_timeout`: how long a writable open waits for a repair another
+  // process is running (repair takes one pass over the map; open is a
+  // blocking lifecycle call, operations never wait).
+  Impl(detail::Mapping m, std::chrono::milliseconds open_timeout) : mapping(std::move(m)) {
     header = mapping.header();
     const detail::HeaderFixed& f = mapping.fixed;
     index = mapping.index();
@@ -40,7 +45,18 @@ struct Map::Impl {
     arena = detail::Arena(header, mapping.arena(), f.arena_bytes, mapping.name);
     if (!mapping.read_only) {
       reaped_at_open = detail::reap_dead(mapping.registry(), detail::kRegistryEntries);
-      attach_for(detail::fork_epoch());
+      const auto deadline = std::chrono::steady_clock::now() + open_timeout;
+      for (;;) {
+        try {
+          attach_for(detail::fork_epoch());
+          break;
+        } catch (const Error& e) {
+          // attach() gave its entry back before throwing busy: nothing is held
+          // while we wait, and a repairer that dies is detected by attach().
+          if (e.code() != make_error_code(errc::busy) || std::chrono::steady_clock::now() >= deadline) throw;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      }
     }
   }
 

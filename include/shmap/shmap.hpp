@@ -118,7 +118,8 @@ struct Options {
   mode_t mode = 0600;
   // Hash seed; random when not given.
   std::optional<std::uint64_t> hash_seed;
-  // How long open() waits for a segment that is still initializing.
+  // How long open() waits for a segment that is still initializing, and a
+  // writable open() for a repair that another process is running.
   std::chrono::milliseconds open_timeout{5000};
   // Map the segment read-only (open() only): writes throw Error(errc::read_only)
   // (after the key/value length checks, which return their Status first).
