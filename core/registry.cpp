@@ -2,10 +2,8 @@
 #include "registry.hpp"
 
 #include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -40,12 +38,7 @@ const bool g_atfork_registered = [] { return ::pthread_atfork(nullptr, nullptr, 
 // an owner that could not read its own start time counts as alive: releasing a
 // live writer's entry would let repair run beside it. A zombie (killed, not
 // yet reaped by its parent) still counts as alive until it is reaped.
-bool owner_alive(Owner o) noexcept {
-  if (::kill(static_cast<pid_t>(o.pid()), 0) != 0 && errno == ESRCH) return false;
-  const std::uint64_t start = process_start_time(o.pid());
-  if (start == 0 || o.start_low() == 0) return true;
-  return (start & 0x7fffffffull) == o.start_low();
-}
+bool owner_alive(Owner o) noexcept { return process_alive(o.pid(), o.start_low(), 0x7fffffffull); }
 
 Owner self_owner() noexcept {
   // Relaxed: a process-local cache of an immutable (per process) value.

@@ -262,13 +262,12 @@ std::uint64_t process_start_time(std::int64_t pid) noexcept try {
   return 0;
 }
 
-bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept {
+bool process_alive(std::int64_t pid, std::uint64_t start_time, std::uint64_t start_mask) noexcept {
   if (pid <= 0) return false;
   if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-  // Dead only on definite evidence: an unreadable /proc entry counts as alive.
   const std::uint64_t now = process_start_time(pid);
-  if (now == 0) return true;
-  return start_time == 0 || now == start_time;
+  if (now == 0 || start_time == 0) return true;
+  return (now & start_mask) == start_time;
 }
 
 Mapping::Mapping(Mapping&& o) noexcept

@@ -25,8 +25,11 @@ std::uint64_t process_start_time(std::int64_t pid) noexcept;
 // a typo cannot delete an unrelated file. False if it did not exist.
 bool remove_segment(std::string_view name);
 
-// True if `pid` is alive and started at `start_time` (not a reused pid).
-bool process_alive(std::int64_t pid, std::uint64_t start_time) noexcept;
+// True unless there is definite evidence that the process `pid` that started at
+// `start_time` is gone: no such pid, or a readable start time that differs
+// under `start_mask` (a reused pid). Start time 0 means unknown (any start).
+// An unreadable /proc entry counts as alive.
+bool process_alive(std::int64_t pid, std::uint64_t start_time, std::uint64_t start_mask = ~std::uint64_t{0}) noexcept;
 
 [[noreturn]] void throw_error(errc code, std::string_view segment, const std::string& what);
 [[noreturn]] void throw_system(std::string_view segment, const std::string& call, int err);
