@@ -34,7 +34,9 @@ std::string pack(const std::vector<T>& v) {
 template <class T>
 std::vector<T> unpack(const std::string& s) {
   std::vector<T> v(s.size() / sizeof(T));
-  std::memcpy(v.data(), s.data(), v.size() * sizeof(T));
+  // An empty vector's data() may be null, which memcpy must not be given
+  // even for zero bytes (a racer that won no key packs an empty list).
+  if (!v.empty()) std::memcpy(v.data(), s.data(), v.size() * sizeof(T));
   return v;
 }
 
