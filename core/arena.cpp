@@ -1,6 +1,14 @@
-// The arena allocator; see arena.hpp for the protocol.
+// The arena allocator; see arena.hpp for the protocol and recover.cpp for how a
+// dead thread's step is finished or undone.
+//
+// Memory orders of the intent words: every store to an entry's intent, list
+// head or counter share is a release store, so a survivor that reads them
+// after the owner died sees them as a prefix of the owner's program order
+// (the owner's earlier stores are visible whenever a later one is); the
+// survivor's loads are acquire.
 #include "arena.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -8,109 +16,315 @@
 #include "segment.hpp"
 
 namespace shmap::detail {
+namespace {
+
+std::uint64_t ref_gen(std::uint64_t ref, std::uint32_t gen) { return ref | (std::uint64_t(gen) << 32); }
+
+std::uint32_t blocks_per_carve(std::uint64_t block_bytes) {
+  return std::uint32_t(std::clamp<std::uint64_t>(kCarveBytes / block_bytes, 1, kBatchBlocks));
+}
+
+}  // namespace
 
 void Arena::corrupt(const char* what, std::uint64_t ref) const {
   throw_error(errc::corrupt, segment_, std::string(what) + " (arena ref " + std::to_string(ref) + ")");
 }
 
-std::uint64_t Arena::allocate(std::uint32_t klen, std::uint32_t vlen) {
+bool Arena::exhausted() const noexcept {
+  // Relaxed: a heuristic; it only decides how eagerly frees donate.
+  const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
+  return top > bytes_ || bytes_ - top < kCarveBytes;
+}
+
+std::uint32_t Arena::chain_length(std::uint64_t ref, std::uint32_t limit) const {
+  std::uint32_t n = 0;
+  while (ref != 0) {
+    if (++n > limit) corrupt("a free-block chain is longer than it can be (a cycle?)", ref);
+    if (!in_bounds(ref, 16)) corrupt("a free-block link points outside the arena", ref);
+    // Relaxed: the chain belongs to the caller (taken with an acquire CAS, or its own).
+    ref = atom(block(ref)[1]).load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+std::uint64_t Arena::allocate(std::uint32_t ei, std::uint32_t klen, std::uint32_t vlen) {
   const std::uint32_t cls = size_class_of(RecordHeader::record_bytes_for(klen, vlen));
   const std::uint64_t block_bytes = size_class_bytes(cls);
-  SizeClass& sc = header_->classes[cls];
-
-  std::uint64_t ref = 0;
-  RecordHeader old{};
-  // Acquire: pairs with the release CAS in free() (site F2), so the link word
-  // and generation the pusher stored are visible before we read them.
-  FreeHead head{atom(sc.head).load(std::memory_order_acquire)};
-  while (head.ref() != 0) {
-    if (!in_bounds(head.ref(), block_bytes)) corrupt("free-list head out of bounds", head.ref());
-    // Relaxed: if the block was popped (and perhaps rewritten) since we loaded
-    // `head`, the tag has moved on and the CAS below fails, discarding `next`.
-    const std::uint64_t next = atom(block(head.ref())[1]).load(std::memory_order_relaxed);
-    const FreeHead popped = FreeHead::make(next, head.tag() + 1);
-    // Acquire on both outcomes: on success we own the block and read its header;
-    // on failure `head` is reloaded and must again see its pusher's link (F2).
-    if (atom(sc.head).compare_exchange_weak(head.raw, popped.raw, std::memory_order_acquire,
-                                            std::memory_order_acquire)) {
-      ref = head.ref();
-      SHMAP_FAULT("allocate: popped a free block");
-      // Relaxed: the block is ours now; the acquire above ordered this load.
-      old = RecordHeader{atom(block(ref)[0]).load(std::memory_order_relaxed)};
-      if (old.is_allocated() || size_class_of(old.record_bytes()) != cls)
-        corrupt("free-list block is not a free block of its size class", ref);
-      break;
-    }
-  }
+  RegistryEntry& e = entries_[ei];
+  // Relaxed: only this thread writes its list.
+  std::uint64_t ref = atom32(e.head[cls]).load(std::memory_order_relaxed);
   if (ref == 0) {
-    // Relaxed: the bump offset only hands out disjoint ranges; nothing is
-    // published through it.
-    std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
-    do {
-      if (top < kArenaFirstOffset || top > bytes_ || top % 8 != 0) corrupt("arena bump offset out of range", top / 8);
-      if (block_bytes > bytes_ - top) return 0;
-    } while (!atom(header_->arena_top.value)
-                  .compare_exchange_weak(top, top + block_bytes, std::memory_order_relaxed,
-                                         std::memory_order_relaxed));
-    ref = top / 8;
-    SHMAP_FAULT("allocate: carved a new block");
-    // Relaxed: statistics counter.
-    atom(sc.carved).fetch_add(1, std::memory_order_relaxed);
-    old = RecordHeader::make(1, 0, 0);  // a never-used block starts as "free, generation 1"
+    if (!take(ei, cls) && !carve(ei, cls)) return 0;
+    // Relaxed: as above.
+    ref = atom32(e.head[cls]).load(std::memory_order_relaxed);
   }
-  // Relaxed: statistics counter.
-  atom(sc.in_use).fetch_add(1, std::memory_order_relaxed);
-  SHMAP_FAULT("allocate: counted, header not yet written");
+  if (!in_bounds(ref, block_bytes)) corrupt("free-list head out of bounds", ref);
+  std::uint64_t* b = block(ref);
+  // Relaxed: the block is on our own list; whoever freed it or handed it over
+  // released it to us (F1 fence and our own push, or the take CAS).
+  const std::uint64_t raw = atom(b[0]).load(std::memory_order_relaxed);
+  const RecordHeader old{raw};
+  if (old.is_allocated() || FreeHeader::cls_of(raw) != cls)
+    corrupt("free-list block is not a free block of its size class", ref);
+  // Relaxed: as above.
+  const std::uint64_t next = atom(b[1]).load(std::memory_order_relaxed);
+  // Release (intent): recovery sees `pending` whenever it sees the pop below.
+  atom(e.pending).store(ref_gen(ref, old.gen()), std::memory_order_release);
+  SHMAP_FAULT("allocate: pending recorded, not yet popped");
+  // Release (list): see the file comment.
+  atom32(e.head[cls]).store(static_cast<std::uint32_t>(next), std::memory_order_release);
+  // Release: a length hint; recovery recounts the list.
+  atom32(e.count[cls]).store(atom32(e.count[cls]).load(std::memory_order_relaxed) - 1, std::memory_order_release);
+  SHMAP_FAULT("allocate: popped, header not yet written");
 
   const RecordHeader fresh = RecordHeader::make(old.gen() + 1, klen, vlen);  // odd -> even
   // Site A1. The release fence orders the new generation before every later
   // store into the block (key, value); it pairs with the acquire fence in a
-  // reader's validation (map.cpp, R3): a reader that saw any of the new bytes
-  // sees the new generation and discards its copy. The store itself is a
-  // release too, pairing with the reader's acquire loads of the header (R1,
-  // R3): a reader that sees this generation also sees the unlink of the
-  // block's previous incarnation (it happened before the free that our pop
-  // acquired), so when it re-reads the slot word it finds it changed.
-  atom(block(ref)[0]).store(fresh.raw, std::memory_order_release);
+  // reader's validation (map_impl.hpp, R3): a reader that saw any of the new
+  // bytes sees the new generation and discards its copy. The store itself is
+  // a release too, pairing with the reader's acquire loads of the header (R1,
+  // R3b): a reader that sees this generation also sees the unlink of the
+  // block's previous incarnation (it happened before the free that handed
+  // the block to us), so when it re-reads the slot word it finds it changed.
+  atom(b[0]).store(fresh.raw, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
   SHMAP_FAULT("allocate: header written");
   return ref;
 }
 
-void Arena::free(std::uint64_t ref) {
+void Arena::free(std::uint32_t ei, std::uint64_t ref) {
   if (!in_bounds(ref, 16)) corrupt("freeing a block out of bounds", ref);
-  std::uint64_t* b = block(ref);
-  // Relaxed: the caller unlinked this block with an acquire CAS, which made its
-  // allocator's header store visible.
-  const RecordHeader h{atom(b[0]).load(std::memory_order_relaxed)};
+  // Relaxed: the caller owns the block (its unlinking CAS acquired the
+  // allocator's header store, or it allocated the block itself).
+  const RecordHeader h{atom(block(ref)[0]).load(std::memory_order_relaxed)};
   if (!h.is_allocated()) corrupt("freeing a block that is already free", ref);
+  RegistryEntry& e = entries_[ei];
+  // Release (intent): `freeing` is visible before anything below.
+  atom(e.freeing).store(ref_gen(ref, h.gen()), std::memory_order_release);
+  // Relaxed: only this thread writes its own pending word; ordered by the next release.
+  if ((atom(e.pending).load(std::memory_order_relaxed) & 0xffffffffu) == ref)
+    atom(e.pending).store(0, std::memory_order_release);  // Release (intent).
+  SHMAP_FAULT("free: recorded, generation not yet changed");
+  free_recorded(ei, ref);
+}
+
+void Arena::free_recorded(std::uint32_t ei, std::uint64_t ref) {
+  std::uint64_t* b = block(ref);
+  // Relaxed: as in free().
+  const RecordHeader h{atom(b[0]).load(std::memory_order_relaxed)};
   const std::uint32_t cls = size_class_of(h.record_bytes());
   if (!in_bounds(ref, size_class_bytes(cls))) corrupt("freeing a block that overruns the arena", ref);
-  SizeClass& sc = header_->classes[cls];
-
   // Site F1: generation to odd, then a release fence so the link store below
   // cannot be seen without it; pairs with the reader's acquire fence (R3). The
-  // store is a release too (pairs with R1/R3 loads): a reader that sees the odd
-  // generation also sees our caller's unlinking CAS when it re-reads the slot.
-  SHMAP_FAULT("free: before the generation change");
-  atom(b[0]).store(h.next_gen().raw, std::memory_order_release);
+  // store is a release too (pairs with R1/R3b loads): a reader that sees the
+  // odd generation also sees our caller's unlinking CAS when it re-reads the slot.
+  atom(b[0]).store(FreeHeader::make(h.gen() + 1, cls, 0), std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
   SHMAP_FAULT("free: generation odd, not yet pushed");
+  push_local(ei, ref, cls);
+  SHMAP_FAULT("free: pushed, intent not yet cleared");
+  // Release (intent): cleared only after the push is visible.
+  atom(entries_[ei].freeing).store(0, std::memory_order_release);
+  donate(ei, cls, exhausted() ? 0 : kLocalMax);
+}
 
-  // Relaxed: the CAS below publishes; a stale value only makes it fail.
-  FreeHead head{atom(sc.head).load(std::memory_order_relaxed)};
-  FreeHead pushed{};
-  do {
-    // Relaxed: published by the release CAS that follows.
-    atom(b[1]).store(head.ref(), std::memory_order_relaxed);
-    pushed = FreeHead::make(ref, head.tag() + 1);
-    // Site F2, release: publishes the link word and the odd generation to the
-    // next popper's acquire load/CAS in allocate().
-  } while (!atom(sc.head).compare_exchange_weak(head.raw, pushed.raw, std::memory_order_release,
-                                                std::memory_order_relaxed));
-  SHMAP_FAULT("free: pushed, not yet counted");
-  // Relaxed: statistics counter.
-  atom(sc.in_use).fetch_sub(1, std::memory_order_relaxed);
+void Arena::push_local(std::uint32_t ei, std::uint64_t ref, std::uint32_t cls) {
+  RegistryEntry& e = entries_[ei];
+  // Relaxed: our own list.
+  const std::uint32_t head = atom32(e.head[cls]).load(std::memory_order_relaxed);
+  // Relaxed: published by the release store of the head below.
+  atom(block(ref)[1]).store(head, std::memory_order_relaxed);
+  // Release (list): the link is visible before the new head.
+  atom32(e.head[cls]).store(static_cast<std::uint32_t>(ref), std::memory_order_release);
+  // Release: a length hint (recovery recounts).
+  atom32(e.count[cls]).store(atom32(e.count[cls]).load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+void Arena::donate(std::uint32_t ei, std::uint32_t cls, std::uint32_t keep) {
+  RegistryEntry& e = entries_[ei];
+  PoolClass& pool = header_->pool[cls];
+  for (;;) {
+    // Relaxed: our own list.
+    const std::uint32_t count = atom32(e.count[cls]).load(std::memory_order_relaxed);
+    if (count <= keep) return;
+    std::uint32_t cell = kPoolCells;
+    for (std::uint32_t i = 0; i < kPoolCells && cell == kPoolCells; ++i) {
+      // Relaxed: a hint; the CAS below decides.
+      if (atom(pool.cells[i]).load(std::memory_order_relaxed) == 0) cell = i;
+    }
+    if (cell == kPoolCells) return;  // the pool is full: keep the blocks
+    const std::uint32_t k = std::min(count - keep, kBatchBlocks);
+    // Relaxed (all list reads): our own list.
+    const std::uint64_t first = atom32(e.head[cls]).load(std::memory_order_relaxed);
+    std::uint64_t last = first;
+    std::uint32_t taken = 1;
+    for (; taken < k; ++taken) {
+      const std::uint64_t next = atom(block(last)[1]).load(std::memory_order_relaxed);
+      if (next == 0) break;
+      if (!in_bounds(next, 16)) corrupt("a free-list link points outside the arena", next);
+      last = next;
+    }
+    const std::uint64_t rest = atom(block(last)[1]).load(std::memory_order_relaxed);
+    const RecordHeader fh{atom(block(first)[0]).load(std::memory_order_relaxed)};
+    const std::uint32_t gen = fh.gen() + 2;  // odd, new for this donation: no old cell can name it
+    // Intent first (x_kind last, release: the arguments are visible with it).
+    atom(e.x_ref).store(first, std::memory_order_relaxed);
+    atom(e.x_gen).store(gen, std::memory_order_relaxed);
+    atom(e.x_cls).store(cls | (std::uint64_t(taken) << 8), std::memory_order_relaxed);
+    atom(e.x_kind).store(std::uint64_t(Exchange::donate), std::memory_order_release);
+    SHMAP_FAULT("donate: intent recorded");
+    // Release (list).
+    atom32(e.head[cls]).store(static_cast<std::uint32_t>(rest), std::memory_order_release);
+    atom32(e.count[cls]).store(count - taken, std::memory_order_release);  // Release: length hint.
+    // Relaxed: published by the release header store below.
+    atom(block(last)[1]).store(0, std::memory_order_relaxed);
+    // Release: a taker's acquire CAS on this header sees the chain's links.
+    atom(block(first)[0]).store(FreeHeader::make(gen, cls, 0), std::memory_order_release);
+    SHMAP_FAULT("donate: batch cut, not yet in a cell");
+    bool placed = false;
+    for (std::uint32_t i = cell; i < kPoolCells && !placed; ++i) {
+      std::uint64_t expected = 0;
+      // Release: a taker that reads the cell (acquire) sees the batch header.
+      placed = atom(pool.cells[i]).compare_exchange_strong(expected, pool_cell(first, gen), std::memory_order_release,
+                                                           std::memory_order_relaxed);
+    }
+    if (!placed) {
+      // No cell names generation `gen`, so nobody can take the batch: relink it.
+      atom(block(last)[1]).store(rest, std::memory_order_relaxed);  // Relaxed: published below.
+      atom32(e.head[cls]).store(static_cast<std::uint32_t>(first), std::memory_order_release);  // Release (list).
+      atom32(e.count[cls]).store(count, std::memory_order_release);  // Release: length hint.
+    }
+    SHMAP_FAULT("donate: placed, intent not yet cleared");
+    atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
+    if (!placed) return;
+  }
+}
+
+bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
+  RegistryEntry& e = entries_[ei];
+  PoolClass& pool = header_->pool[cls];
+  for (std::uint32_t i = 0; i < kPoolCells; ++i) {
+    // Acquire: pairs with the donor's release CAS of the cell.
+    std::uint64_t cell = atom(pool.cells[i]).load(std::memory_order_acquire);
+    if (cell == 0) continue;
+    const std::uint64_t first = cell & 0xffffffffu;
+    const auto gen = static_cast<std::uint32_t>(cell >> 32);
+    if (!in_bounds(first, size_class_bytes(cls))) corrupt("a pool cell points outside the arena", first);
+    std::uint64_t expected = FreeHeader::make(gen, cls, 0);
+    // Relaxed: the CAS below decides; a stale cell only costs a retry.
+    if (atom(block(first)[0]).load(std::memory_order_relaxed) != expected) {
+      // Taken already (its taker died before clearing the cell): clear the hint.
+      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_relaxed);  // Relaxed: a hint.
+      continue;
+    }
+    atom(e.x_ref).store(first, std::memory_order_relaxed);
+    atom(e.x_gen).store(gen, std::memory_order_relaxed);
+    atom(e.x_cls).store(cls, std::memory_order_relaxed);
+    // Release (intent): the arguments above are visible with the kind.
+    atom(e.x_kind).store(std::uint64_t(Exchange::take), std::memory_order_release);
+    SHMAP_FAULT("take: intent recorded");
+    // Acq_rel: acquire pairs with the donor's release header store (the
+    // chain's links); release publishes our intent before our ownership.
+    const bool won = atom(block(first)[0]).compare_exchange_strong(
+        expected, FreeHeader::make(gen, cls, ei + 1), std::memory_order_acq_rel, std::memory_order_relaxed);
+    if (won) {
+      SHMAP_FAULT("take: batch taken, not yet on the list");
+      // Relaxed: the cell is a hint; a failure means someone cleared it.
+      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_relaxed);
+      const std::uint32_t n = chain_length(first, kBatchBlocks);
+      atom32(e.head[cls]).store(static_cast<std::uint32_t>(first), std::memory_order_release);  // Release (list).
+      atom32(e.count[cls]).store(n, std::memory_order_release);  // Release: length hint.
+    }
+    atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
+    if (won) return true;
+  }
+  return false;
+}
+
+void Arena::help_bump(std::uint64_t top) {
+  if (top < kArenaFirstOffset || top >= bytes_ || top % 8 != 0) return;
+  // Acquire: pairs with the claimer's release CAS of the claim word.
+  const std::uint64_t w = atom(block(top / 8)[0]).load(std::memory_order_acquire);
+  if (!CarveClaim::is_claim(w)) return;
+  const std::uint64_t size = CarveClaim::bytes_of(w);
+  if (size == 0 || size > bytes_ - top) corrupt("a carve claim overruns the arena", top / 8);
+  // Relaxed: the bump offset only hands out disjoint ranges; the chunk's
+  // ownership is in its claim word.
+  atom(header_->arena_top.value).compare_exchange_strong(top, top + size, std::memory_order_relaxed);
+}
+
+bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
+  RegistryEntry& e = entries_[ei];
+  const std::uint64_t block_bytes = size_class_bytes(cls);
+  for (;;) {
+    // Relaxed: the claim CAS below decides.
+    const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
+    if (top < kArenaFirstOffset || top > bytes_ || top % 8 != 0) corrupt("arena bump offset out of range", top / 8);
+    if (block_bytes > bytes_ - top) return false;
+    const std::uint32_t n =
+        std::min<std::uint64_t>(blocks_per_carve(block_bytes), (bytes_ - top) / block_bytes);
+    const std::uint64_t size = n * block_bytes;
+    std::uint64_t* claim = block(top / 8);
+    // Acquire: see help_bump.
+    if (const std::uint64_t w = atom(claim[0]).load(std::memory_order_acquire); w != 0) {
+      // Another carver's claim: advance the bump offset for it, then retry.
+      if (CarveClaim::is_claim(w)) {
+        help_bump(top);
+        continue;
+      }
+      // A cut block: our `top` is stale (a claimer advances the bump offset
+      // before it cuts, and the acquire load above makes that visible). If
+      // the bump offset really is still here, the bytes past it are damaged.
+      // Relaxed: compared only; ordered after the acquire load above.
+      if (atom(header_->arena_top.value).load(std::memory_order_relaxed) == top)
+        corrupt("the word at the arena bump offset is neither zero nor a carve claim", top / 8);
+      continue;
+    }
+    // Relaxed: our own counter share.
+    const std::uint32_t carved_after = atom32(e.carved[cls]).load(std::memory_order_relaxed) + n;
+    atom(e.x_ref).store(top / 8, std::memory_order_relaxed);
+    atom(e.x_gen).store(size, std::memory_order_relaxed);
+    atom(e.x_cls).store(cls | (std::uint64_t(n) << 8), std::memory_order_relaxed);
+    atom(e.x_aux).store(carved_after, std::memory_order_relaxed);
+    // Release (intent): the arguments are visible with the kind.
+    atom(e.x_kind).store(std::uint64_t(Exchange::carve), std::memory_order_release);
+    std::uint64_t zero = 0;
+    // Acq_rel: release publishes our intent before the claim (recovery reads
+    // the claim word to decide); acquire orders our chunk writes after it.
+    if (!atom(claim[0]).compare_exchange_strong(zero, CarveClaim::make(ei + 1, size), std::memory_order_acq_rel,
+                                                std::memory_order_acquire)) {
+      atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
+      continue;
+    }
+    SHMAP_FAULT("carve: claimed, bump offset not yet advanced");
+    atom(e.x_kind).store(std::uint64_t(Exchange::carved), std::memory_order_release);  // Release (intent).
+    help_bump(top);
+    SHMAP_FAULT("carve: bump offset advanced, chunk not yet cut");
+    cut_chunk(top, size, cls);
+    SHMAP_FAULT("carve: chunk cut, not yet on the list");
+    atom32(e.carved[cls]).store(carved_after, std::memory_order_release);  // Release: counter share.
+    atom32(e.head[cls]).store(static_cast<std::uint32_t>(top / 8), std::memory_order_release);  // Release (list).
+    atom32(e.count[cls]).store(n, std::memory_order_release);  // Release: length hint.
+    atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
+    return true;
+  }
+}
+
+void Arena::cut_chunk(std::uint64_t offset, std::uint64_t size, std::uint32_t cls) {
+  const std::uint64_t block_bytes = size_class_bytes(cls);
+  if (!in_bounds(offset / 8, size) || size % block_bytes != 0) corrupt("a carved chunk does not fit the arena", offset / 8);
+  // Last block first, so the claim word (the first block's header) is
+  // replaced only when the whole chunk is cut.
+  for (std::uint64_t at = offset + size; at > offset;) {
+    at -= block_bytes;
+    std::uint64_t* b = block(at / 8);
+    const std::uint64_t next = at + block_bytes < offset + size ? (at + block_bytes) / 8 : 0;
+    // Relaxed: the chunk is unpublished (ours by the claim); the release
+    // stores of the list head publish it.
+    atom(b[1]).store(next, std::memory_order_relaxed);
+    // Release: the first header replaces the claim; recovery that sees it sees the whole chunk cut.
+    atom(b[0]).store(FreeHeader::make(1, cls, 0), std::memory_order_release);
+  }
 }
 
 }  // namespace shmap::detail

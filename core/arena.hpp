@@ -1,27 +1,36 @@
-// The arena: an offset-based, lock-free allocator for variable-length records.
+// The arena: an offset-based allocator for variable-length records in which
+// every step a thread takes leaves enough in the segment for a survivor to
+// finish or undo it if the thread's process is killed there.
 //
-// LAYOUT. A byte range of the segment, addressed by `ref` = offset / 8 (32 bits,
-// so at most 32 GiB). Bytes [0, kArenaFirstOffset) are never handed out, so
-// ref 0 means "no record". Every block starts with a RecordHeader word.
+// HEAPS. Each registry entry (one per writing thread, registry.hpp) owns a
+// heap: per size class a singly linked free list that only its thread reads
+// or writes, with plain atomic stores. A freed block goes to the freeing
+// thread's list, whoever allocated it. Single-writer lists need no CAS, so a
+// dead thread's list is exactly what its head word says.
 //
-// ALLOCATE(klen, vlen)
-//   1. class = size_class_of(record bytes)
-//   2. pop the class's free list: a Treiber stack whose head is a FreeHead
-//      {ref, tag}; the tag grows on every successful CAS, so a head that was
-//      popped and pushed back meanwhile fails the CAS (ABA bound: 2^32 head
-//      changes while one popper is stalled between its load and its CAS).
-//   3. if empty, cut a new block from the bump offset (`arena_top`) by CAS;
-//      if the bump offset would pass the arena end, report "full".
-//   4. advance the block's generation to even (allocated), store the header,
-//      then a release fence: every later store into the block is ordered after
-//      the generation change (seqlock writer side).
-// FREE(ref)
-//   1. advance the generation to odd (free), release fence (same reason),
-//   2. write the free-list link into word 1 and push with a release CAS.
+// EXCHANGE between heaps and with the bump region happens in batches, through
+// steps whose outcome is written in the segment by the CAS that makes them:
+//   carve   CAS the first word of the chunk at the bump offset from 0 to a
+//           CarveClaim naming the entry, then advance the bump offset (anyone
+//           who finds a claim at the bump offset advances it for the
+//           claimer), then cut the chunk into free blocks on the local list.
+//   donate  cut up to kBatchBlocks blocks off a local list, give the first
+//           block a fresh odd generation (holder 0), CAS it into an empty
+//           pool cell.
+//   take    CAS a pooled batch's first header from holder 0 to the taker's
+//           entry + 1, clear the cell, splice the batch onto the local list.
+// Before each step the thread writes an intent in its entry (x_kind ...), so
+// recovery (recover.cpp) can tell, from the intent and the word the CAS wrote,
+// whether it happened.
 //
-// LIMITS. No per-process caches yet: every allocation touches its class's head
-// cache line. A process that dies between steps leaks at most the one block it
-// held; recovery of such blocks is the crash-safety issue's job.
+// ALLOCATE(entry, klen, vlen): pop the class's local list (refilling it from
+// the pool, then by carving, when empty); record the block in entry.pending
+// before the pop; advance the generation to even (allocated) and store the
+// header; release fence (site A1, the seqlock writer side).
+// FREE(entry, ref): record {ref, gen} in entry.freeing; advance the generation
+// to odd (free header), release fence (site F1); push onto the local list;
+// clear entry.freeing. A local list past kLocalMax blocks (or any, once the
+// bump region is exhausted) donates a batch to the pool.
 #pragma once
 
 #include <cstdint>
@@ -31,19 +40,51 @@
 
 namespace shmap::detail {
 
+inline constexpr std::uint32_t kLocalMax = 64;        // a local list longer than this donates a batch
+inline constexpr std::uint64_t kCarveBytes = 2048;    // bytes carved at once (at least one block)
+
 class Arena {
  public:
   Arena() = default;
-  Arena(SegmentHeader* header, char* base, std::uint64_t bytes, std::string_view segment)
-      : header_(header), base_(base), bytes_(bytes), segment_(segment) {}
+  Arena(SegmentHeader* header, char* base, std::uint64_t bytes, RegistryEntry* entries, std::string_view segment)
+      : header_(header), base_(base), bytes_(bytes), entries_(entries), segment_(segment) {}
 
   // Returns the ref of a block holding a fresh record header for (klen, vlen),
-  // or 0 if the arena is full. The key and value words are the caller's to fill.
-  // Lock-free.
-  std::uint64_t allocate(std::uint32_t klen, std::uint32_t vlen);
+  // recorded in entries[e].pending, or 0 if neither the local list, the pool
+  // nor the bump region has a block of its class. The key and value words are
+  // the caller's to fill. Only entry e's thread may call this. Lock-free.
+  std::uint64_t allocate(std::uint32_t e, std::uint32_t klen, std::uint32_t vlen);
 
-  // Returns an allocated, unlinked block to its free list. Lock-free.
-  void free(std::uint64_t ref);
+  // Frees block `ref`, which entry e owns (unlinked by e's CAS, or e's
+  // unpublished pending block). Records entries[e].freeing first and clears
+  // entries[e].pending if it names `ref`. Lock-free.
+  void free(std::uint32_t e, std::uint64_t ref);
+  // The part of free() after entries[e].freeing names `ref` (recovery).
+  void free_recorded(std::uint32_t e, std::uint64_t ref);
+
+  // Pushes a free block (odd generation) onto e's list for its class.
+  void push_local(std::uint32_t e, std::uint64_t ref, std::uint32_t cls);
+  // Hands batches of e's list of class `cls` to the pool while it holds more
+  // than `keep` blocks and a cell is empty. Only e's thread (or a survivor
+  // holding e) may call this.
+  void donate(std::uint32_t e, std::uint32_t cls, std::uint32_t keep);
+  // Takes a pooled batch of class `cls` onto e's (empty) local list.
+  bool take(std::uint32_t e, std::uint32_t cls);
+  // Carves a chunk of class `cls` onto e's (empty) local list.
+  bool carve(std::uint32_t e, std::uint32_t cls);
+  // Cuts the claimed chunk [offset, offset + bytes) into free blocks of class
+  // `cls` linked in address order (the first header is written last, over the
+  // claim). Idempotent.
+  void cut_chunk(std::uint64_t offset, std::uint64_t bytes, std::uint32_t cls);
+  // Advances the bump offset past a claimed chunk at `top`, if still there.
+  void help_bump(std::uint64_t top);
+
+  // Once the bump region cannot give a block of some class, frees hand every
+  // block to the pool rather than keep kLocalMax per class.
+  bool exhausted() const noexcept;
+
+  // The length of the chain starting at `ref` (at most `limit` nodes, else corrupt).
+  std::uint32_t chain_length(std::uint64_t ref, std::uint32_t limit) const;
 
   // True if [ref*8, ref*8 + bytes) lies inside the usable arena.
   bool in_bounds(std::uint64_t ref, std::uint64_t bytes) const noexcept {
@@ -54,8 +95,9 @@ class Arena {
   std::uint64_t* block(std::uint64_t ref) const noexcept {
     return reinterpret_cast<std::uint64_t*>(base_ + ref * 8);
   }
-
   std::uint64_t bytes() const noexcept { return bytes_; }
+  RegistryEntry& entry(std::uint32_t e) const noexcept { return entries_[e]; }
+  SegmentHeader* header() const noexcept { return header_; }
 
   [[noreturn]] void corrupt(const char* what, std::uint64_t ref) const;
 
@@ -63,6 +105,7 @@ class Arena {
   SegmentHeader* header_ = nullptr;
   char* base_ = nullptr;
   std::uint64_t bytes_ = 0;
+  RegistryEntry* entries_ = nullptr;
   std::string_view segment_;
 };
 

@@ -6,15 +6,19 @@
 //      and its size class; the fingerprint matches the key's hash; no key has
 //      two slots; every slot between a key's home position and its slot is
 //      non-EMPTY (the probe invariant that makes lookups find it).
-//   2. Free lists: every node in bounds, free (odd generation), of its list's
-//      class, not also reachable, no cycle (a list is cut at `carved` nodes).
-//   3. Arena: the reachable and free blocks, sorted by offset, must not
-//      overlap and must lie below the bump offset; the carved bytes they do
-//      not cover are reported as leaked.
-//   4. Counters: live_keys, used_slots, per-class in_use and carved against
-//      what the walk found.
-// Exact on a quiet map. With writers running, records in flight show up as
-// leaked bytes and counters can be off by the operations in flight.
+//   2. Free lists: every registry entry's heap (one list per size class) and
+//      every pooled batch: each node in bounds, free (odd generation), of its
+//      list's class, not also reachable, on one list only, no cycle; each
+//      quiet entry's length hints right. An entry whose process died and
+//      that is not yet recovered is a violation.
+//   3. Arena: the reachable, free and held blocks (those a live writer's
+//      intents name), sorted by offset, must not overlap and must lie below
+//      the bump offset; the carved bytes they do not cover are reported as
+//      leaked. A carve claim at the bump offset needs a live carver.
+//   4. Counters: the entries' live and used shares against the index, and
+//      their carved shares per class against reachable + free + held.
+// Exact on a quiet map. With writers running, counters can be off by the
+// operations in flight.
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -57,6 +61,11 @@ class Checker {
   std::unordered_set<std::uint64_t> reachable_refs_;
   std::vector<std::uint64_t> reachable_per_class_ = std::vector<std::uint64_t>(detail::kClasses, 0);
   std::vector<std::uint64_t> free_per_class_ = std::vector<std::uint64_t>(detail::kClasses, 0);
+  std::vector<std::uint64_t> held_per_class_ = std::vector<std::uint64_t>(detail::kClasses, 0);
+  std::vector<std::uint64_t> carved_per_class_ = std::vector<std::uint64_t>(detail::kClasses, 0);
+  std::unordered_set<std::uint64_t> seen_;  // refs on a list or held
+  std::uint64_t live_share_ = 0, used_share_ = 0;  // sums (wrapping) of the entries' shares
+  std::pair<std::uint64_t, std::uint64_t> in_flight_chunk_{0, 0};  // {offset, bytes} a live carver is cutting
 
   void violation(const std::string& what) {
     r_.ok = false;
@@ -142,34 +151,114 @@ class Checker {
     }
   }
 
+  // Adds a block to the census unless it is already there (an intent can
+  // name a block that is also on its list). False if it was.
+  bool add_block(std::uint64_t ref, std::uint32_t cls, bool held) {
+    if (!seen_.insert(ref).second) return false;
+    const std::uint64_t bytes = detail::size_class_bytes(cls);
+    blocks_.push_back({ref * 8, bytes, cls, false});
+    if (held) {
+      ++held_per_class_[cls];
+      r_.held_bytes += bytes;
+    } else {
+      ++free_per_class_[cls];
+      ++r_.free_blocks;
+      r_.free_bytes += bytes;
+    }
+    return true;
+  }
+
+  // Walks one free chain of class `cls`; returns its length.
+  std::uint64_t walk(std::uint64_t ref, std::uint32_t cls, std::uint64_t limit, const std::string& where, bool held) {
+    const std::uint64_t block_bytes = detail::size_class_bytes(cls);
+    std::uint64_t n = 0;
+    std::unordered_set<std::uint64_t> this_walk;
+    while (ref != 0) {
+      if (!this_walk.insert(ref).second) {
+        violation(where + ": node " + std::to_string(ref) + " comes round again (a cycle)");
+        break;
+      }
+      if (n++ >= limit) {
+        violation(where + ": longer than it can be (a cycle?)");
+        break;
+      }
+      if (!m_.arena.in_bounds(ref, block_bytes)) {
+        violation(where + ": node " + std::to_string(ref) + " outside the arena");
+        break;
+      }
+      std::uint64_t* b = m_.arena.block(ref);
+      const std::uint64_t raw = load(b[0]);
+      if (RecordHeader{raw}.is_allocated()) violation(where + ": node " + std::to_string(ref) + " is marked allocated");
+      else if (detail::FreeHeader::cls_of(raw) != cls)
+        violation(where + ": node " + std::to_string(ref) + " belongs to another size class");
+      if (reachable_refs_.count(ref)) violation(where + ": node " + std::to_string(ref) + " is also in the index");
+      if (!add_block(ref, cls, held)) {
+        violation(where + ": node " + std::to_string(ref) + " is also on another list");
+        break;
+      }
+      ref = load(b[1]);
+    }
+    return n;
+  }
+
+  // A block a live thread's intent holds (not on any list): in flight, not leaked.
+  void held_block(std::uint64_t ref) {
+    if (!m_.arena.in_bounds(ref, 16) || reachable_refs_.count(ref)) return;
+    const std::uint32_t cls = detail::block_class(load(m_.arena.block(ref)[0]));
+    if (cls < detail::kClasses && m_.arena.in_bounds(ref, detail::size_class_bytes(cls))) add_block(ref, cls, true);
+  }
+
   void check_free_lists() {
+    const std::uint64_t limit = m_.arena.bytes() / 16 + 1;
+    const std::uint32_t n = detail::entries_in_use(m_.header);
+    for (std::uint32_t e = 0; e < n; ++e) {
+      detail::RegistryEntry& r = m_.registry[e];
+      const detail::Owner o{load(r.owner)};
+      const bool dead = !o.is_free() && !detail::owner_alive(o);
+      if (dead)
+        violation("registry entry " + std::to_string(e) + ": pid " + std::to_string(o.pid()) +
+                  " died attached and is not yet recovered (run recover)");
+      const bool quiet = load(r.op_slot) == 0 && load(r.pending) == 0 && load(r.freeing) == 0 && load(r.x_kind) == 0;
+      for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+        const std::string where = "free list of entry " + std::to_string(e) + ", class " + std::to_string(c) + " (" +
+                                  std::to_string(detail::size_class_bytes(c)) + " B)";
+        const std::uint64_t len = walk(detail::atom32(r.head[c]).load(std::memory_order_relaxed), c, limit, where, false);
+        if (quiet && len != detail::atom32(r.count[c]).load(std::memory_order_relaxed))
+          violation(where + ": its length hint is " + std::to_string(detail::atom32(r.count[c]).load(std::memory_order_relaxed)) +
+                    ", the list has " + std::to_string(len));
+        carved_per_class_[c] += detail::atom32(r.carved[c]).load(std::memory_order_relaxed);
+      }
+      live_share_ += load(r.live);
+      used_share_ += load(r.used);
+      if (quiet || dead || o.is_free()) continue;
+      // A live writer mid-step: what its intents hold is in flight.
+      if (const std::uint64_t p = load(r.pending)) held_block(p & 0xffffffffu);
+      if (const std::uint64_t f = load(r.freeing)) held_block(f & 0xffffffffu);
+      const auto kind = static_cast<detail::Exchange>(load(r.x_kind));
+      const std::uint64_t ref = load(r.x_ref);
+      if (kind == detail::Exchange::carve || kind == detail::Exchange::carved) {
+        in_flight_chunk_ = {ref * 8, load(r.x_gen)};
+      } else if (kind == detail::Exchange::take || kind == detail::Exchange::donate) {
+        for (std::uint64_t b = ref, k = 0; b != 0 && k < detail::kBatchBlocks && m_.arena.in_bounds(b, 16); ++k) {
+          held_block(b);
+          b = load(m_.arena.block(b)[1]);
+        }
+      }
+    }
     for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
-      detail::SizeClass& sc = m_.header->classes[c];
-      const std::uint64_t block_bytes = detail::size_class_bytes(c);
-      const std::uint64_t carved = load(sc.carved);
-      std::uint64_t ref = detail::FreeHead{load(sc.head)}.ref();
-      std::uint64_t n = 0;
-      const std::string where = "free list of class " + std::to_string(c) + " (" + std::to_string(block_bytes) + " B)";
-      while (ref != 0) {
-        if (n++ >= carved) {
-          violation(where + ": longer than the blocks ever carved for it (a cycle?)");
-          break;
+      for (std::uint32_t i = 0; i < detail::kPoolCells; ++i) {
+        const std::uint64_t cell = load(m_.header->pool[c].cells[i]);
+        if (cell == 0) continue;
+        const std::uint64_t first = cell & 0xffffffffu;
+        const auto gen = static_cast<std::uint32_t>(cell >> 32);
+        if (!m_.arena.in_bounds(first, 16)) {
+          violation("pool cell " + std::to_string(i) + " of class " + std::to_string(c) + " points outside the arena");
+          continue;
         }
-        if (!m_.arena.in_bounds(ref, block_bytes)) {
-          violation(where + ": node " + std::to_string(ref) + " outside the arena");
-          break;
-        }
-        std::uint64_t* b = m_.arena.block(ref);
-        const RecordHeader h{load(b[0])};
-        if (h.is_allocated()) violation(where + ": node " + std::to_string(ref) + " is marked allocated");
-        if (detail::size_class_of(h.record_bytes()) != c)
-          violation(where + ": node " + std::to_string(ref) + " belongs to another size class");
-        if (reachable_refs_.count(ref)) violation(where + ": node " + std::to_string(ref) + " is also in the index");
-        blocks_.push_back({ref * 8, block_bytes, c, false});
-        ++free_per_class_[c];
-        ++r_.free_blocks;
-        r_.free_bytes += block_bytes;
-        ref = load(b[1]);
+        // A cell whose batch was taken is a stale hint, not a violation.
+        if (load(m_.arena.block(first)[0]) != detail::FreeHeader::make(gen, c, 0)) continue;
+        walk(first, c, detail::kBatchBlocks, "pooled batch in cell " + std::to_string(i) + " of class " + std::to_string(c),
+             false);
       }
     }
   }
@@ -181,6 +270,22 @@ class Checker {
       return;
     }
     r_.carved_bytes = top - detail::kArenaFirstOffset;
+    if (top < m_.arena.bytes()) {
+      const std::uint64_t w = load(m_.arena.block(top / 8)[0]);
+      if (detail::CarveClaim::is_claim(w) && !(in_flight_chunk_.first == top))
+        violation("a carve claim at the bump offset (" + std::to_string(top) + ") has no live carver");
+    }
+    if (in_flight_chunk_.second != 0 && in_flight_chunk_.first < top) {
+      // A live thread cutting a chunk: its bytes are in flight.
+      std::uint64_t from = in_flight_chunk_.first, to = std::min(top, from + in_flight_chunk_.second);
+      for (const Block& b : blocks_) {
+        if (b.offset >= from && b.offset < to) from = std::max(from, b.offset + b.bytes);
+      }
+      if (to > from) {
+        blocks_.push_back({from, to - from, 0, false});
+        r_.held_bytes += to - from;
+      }
+    }
     std::sort(blocks_.begin(), blocks_.end(), [](const Block& a, const Block& b) { return a.offset < b.offset; });
     std::uint64_t covered = 0;
     std::uint64_t end = detail::kArenaFirstOffset;
@@ -198,27 +303,20 @@ class Checker {
   }
 
   void check_counters() {
-    const std::uint64_t live = load(m_.header->live_keys.value);
-    if (live != r_.live_keys)
-      violation("live_keys counter is " + std::to_string(live) + ", the index has " + std::to_string(r_.live_keys) +
-                " live slots");
-    const std::uint64_t used = load(m_.header->used_slots.value);
-    if (used != r_.live_keys + r_.deleted_slots)
-      violation("used_slots counter is " + std::to_string(used) + ", the index has " +
-                std::to_string(r_.live_keys + r_.deleted_slots) + " claimed slots");
+    if (live_share_ != r_.live_keys)
+      violation("live-key shares sum to " + std::to_string(static_cast<std::int64_t>(live_share_)) +
+                ", the index has " + std::to_string(r_.live_keys) + " live slots");
+    if (used_share_ != r_.live_keys + r_.deleted_slots)
+      violation("used-slot shares sum to " + std::to_string(static_cast<std::int64_t>(used_share_)) +
+                ", the index has " + std::to_string(r_.live_keys + r_.deleted_slots) + " claimed slots");
     for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
-      detail::SizeClass& sc = m_.header->classes[c];
-      const std::uint64_t in_use = load(sc.in_use);
-      const std::uint64_t carved = load(sc.carved);
-      const std::string where = "size class " + std::to_string(c) + ": ";
-      if (in_use != reachable_per_class_[c])
-        violation(where + "in_use is " + std::to_string(in_use) + ", the index refers to " +
-                  std::to_string(reachable_per_class_[c]) + " blocks");
-      if (carved != reachable_per_class_[c] + free_per_class_[c])
-        violation(where + "carved is " + std::to_string(carved) + ", reachable + free is " +
-                  std::to_string(reachable_per_class_[c] + free_per_class_[c]));
+      const std::uint64_t accounted = reachable_per_class_[c] + free_per_class_[c] + held_per_class_[c];
+      if (carved_per_class_[c] != accounted && in_flight_chunk_.second == 0)
+        violation("size class " + std::to_string(c) + ": entries carved " + std::to_string(carved_per_class_[c]) +
+                  " blocks, reachable + free + in flight is " + std::to_string(accounted));
     }
-    if (r_.leaked_bytes != 0) violation(std::to_string(r_.leaked_bytes) + " carved bytes are neither reachable nor free");
+    if (r_.leaked_bytes != 0)
+      violation(std::to_string(r_.leaked_bytes) + " carved bytes are neither reachable, free, nor in flight");
   }
 };
 

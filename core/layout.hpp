@@ -44,7 +44,7 @@
 namespace shmap::detail {
 
 inline constexpr std::uint64_t kMagic = 0x0150414d48530a00ull;  // "\0\nSHMAP\1" little endian
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::size_t kHeaderBytes = 16384;
 inline constexpr std::size_t kPageBytes = 4096;
 inline constexpr std::size_t kSegmentAlign = std::size_t{2} << 20;
@@ -153,49 +153,107 @@ static_assert(size_class_bytes(size_class_of(65)) == 80 && size_class_bytes(size
 static_assert(size_class_bytes(kClasses - 1) >= kMaxRecordBytes, "the largest record must fit the largest class");
 
 // ---------------------------------------------------------------------------
-// Tagged free-list head: ref (32 bits, 8-byte units) | tag (32 bits, ABA counter)
+// Free blocks. A free block's header keeps an odd generation and, in its low
+// 32 bits, its size class and a holder (0, or registry entry + 1 of the thread
+// that took it from the pool): FreeHeader below. Word 1 links it into a list.
 // ---------------------------------------------------------------------------
-struct FreeHead {
-  std::uint64_t raw = 0;
-  static constexpr FreeHead make(std::uint64_t ref, std::uint32_t tag) {
-    return FreeHead{(std::uint64_t(tag) << 32) | (ref & 0xffffffffull)};
+struct FreeHeader {
+  static constexpr std::uint64_t make(std::uint32_t gen, std::uint32_t cls, std::uint32_t holder) {
+    return (std::uint64_t(gen) << 32) | (std::uint64_t(holder & 0xffffu) << 8) | (cls & 0xffu);
   }
-  constexpr std::uint64_t ref() const { return raw & 0xffffffffull; }
-  constexpr std::uint32_t tag() const { return std::uint32_t(raw >> 32); }
+  static constexpr std::uint32_t cls_of(std::uint64_t raw) { return std::uint32_t(raw & 0xffu); }
+  static constexpr std::uint32_t holder_of(std::uint64_t raw) { return std::uint32_t((raw >> 8) & 0xffffu); }
 };
 
-struct alignas(kCacheLine) SizeClass {
-  std::uint64_t head;    // FreeHead
-  std::uint64_t carved;  // blocks cut from the bump region
-  std::uint64_t in_use;  // blocks allocated and not yet freed
+// The size class of the block whose header is `raw` (allocated or free).
+constexpr std::uint32_t block_class(std::uint64_t raw) {
+  const RecordHeader h{raw};
+  return h.is_allocated() ? size_class_of(h.record_bytes()) : FreeHeader::cls_of(raw);
+}
+
+// A carve claim: the first word of a chunk past the bump offset, CASed from 0
+// by the carving thread (gen 0, which no block header has): holder (entry + 1,
+// 12 bits) and the chunk's size in 8-byte units (20 bits).
+struct CarveClaim {
+  static constexpr std::uint64_t make(std::uint32_t holder, std::uint64_t bytes) {
+    return (std::uint64_t(holder & 0xfffu) << 20) | ((bytes / 8) & 0xfffffu);
+  }
+  static constexpr bool is_claim(std::uint64_t raw) { return raw != 0 && (raw >> 32) == 0; }
+  static constexpr std::uint64_t bytes_of(std::uint64_t raw) { return (raw & 0xfffffu) * 8; }
+  static constexpr std::uint32_t holder_of(std::uint64_t raw) { return std::uint32_t((raw >> 20) & 0xfffu); }
 };
+
+// The pool: per size class, kPoolCells cells, each 0 or {ref (32) | gen (32)}
+// of the first block of a batch (a chain of at most kBatchBlocks free blocks)
+// that a thread handed over. A cell is a hint: the batch belongs to whoever
+// CASes the first block's header from FreeHeader(gen, cls, 0) to its own holder.
+inline constexpr std::uint32_t kPoolCells = 16;
+inline constexpr std::uint32_t kBatchBlocks = 32;
+struct alignas(kCacheLine) PoolClass {
+  std::uint64_t cells[kPoolCells];
+};
+constexpr std::uint64_t pool_cell(std::uint64_t ref, std::uint32_t gen) { return (std::uint64_t(gen) << 32) | ref; }
 
 // ---------------------------------------------------------------------------
-// Process registry: one entry per attached (writable) Map handle.
+// Registry: one entry per writing thread of an attached process, which is
+// also that thread's heap (local free lists) and its intent log.
 // ---------------------------------------------------------------------------
 inline constexpr std::uint32_t kRegistryEntries = 1024;
 
-// The owner word: 0 = free; else bit 63 set, bits 32..62 the low 31 bits of the
-// process start time (clock ticks since boot), bits 0..31 the pid. One CAS
-// claims an entry with the whole identity, so a reused pid is not taken for a
-// dead owner.
+// The owner word: 0 = free; else bit 63 set, bit 62 set while a survivor
+// recovers or borrows the entry, bits 32..61 the low 30 bits of the process
+// start time (clock ticks since boot), bits 0..31 the pid. One CAS claims an
+// entry with the whole identity, so a reused pid is not taken for a dead owner.
 struct Owner {
   std::uint64_t raw = 0;
   static constexpr std::uint64_t kValid = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t kBorrowed = std::uint64_t{1} << 62;
+  static constexpr std::uint64_t kStartMask = 0x3fffffffull;
   static constexpr Owner make(std::uint32_t pid, std::uint64_t start_time) {
-    return Owner{kValid | ((start_time & 0x7fffffffull) << 32) | pid};
+    return Owner{kValid | ((start_time & kStartMask) << 32) | pid};
   }
   constexpr bool is_free() const { return raw == 0; }
+  constexpr bool borrowed() const { return (raw & kBorrowed) != 0; }
+  constexpr Owner as_borrower() const { return Owner{raw | kBorrowed}; }
   constexpr std::uint32_t pid() const { return std::uint32_t(raw); }
-  constexpr std::uint32_t start_low() const { return std::uint32_t((raw >> 32) & 0x7fffffffu); }
+  constexpr std::uint32_t start_low() const { return std::uint32_t((raw >> 32) & kStartMask); }
 };
 
+// Exchange intents (RegistryEntry::x_kind).
+enum class Exchange : std::uint64_t { none = 0, take = 1, donate = 2, carve = 3, carved = 4 };
+
 struct alignas(kCacheLine) RegistryEntry {
+  // Line 0: identity.
   std::uint64_t owner;             // Owner, atomic
   std::uint64_t attached_unix_ns;  // written by the owner after claiming
-  std::uint64_t reserved[6];       // intents (crash-safety issue)
+  std::uint64_t tid;               // the writing thread's id (informational)
+  std::uint64_t reserved0[5];
+  // Line 1: the slot intent and the block intents (docs/design.md, "Recovery").
+  std::uint64_t op_slot;        // index position + 1 of the slot CAS in flight; 0 none
+  std::uint64_t op_expected;    // its expected slot word
+  std::uint64_t op_desired;     // its new slot word
+  std::uint64_t op_live_after;  // `live` once it took effect
+  std::uint64_t op_used_after;  // `used` once it took effect
+  std::uint64_t pending;        // {ref | gen << 32} of the block held unpublished (gen as popped); 0 none
+  std::uint64_t freeing;        // {ref | gen << 32} of the block being freed (gen while allocated); 0 none
+  std::uint64_t reserved1;
+  // Line 2: the exchange intent and this entry's share of the counters.
+  std::uint64_t x_kind;  // Exchange
+  std::uint64_t x_ref;   // take/donate: first block's ref; carve: chunk offset / 8
+  std::uint64_t x_gen;   // take/donate: the batch's pool generation; carve: chunk bytes
+  std::uint64_t x_cls;   // size class | blocks << 8
+  std::uint64_t x_aux;   // carve: `carved` of the class once it took effect
+  std::uint64_t live;    // net live keys added by this entry's writes (int64)
+  std::uint64_t used;    // slots claimed by this entry's writes
+  std::uint64_t reserved2;
+  // Lines 3..14: the heap: per size class a free list only this entry's
+  // thread touches, its length, and the blocks this entry carved.
+  std::uint32_t head[kClasses];
+  std::uint32_t count[kClasses];
+  std::uint32_t carved[kClasses];
+  std::uint64_t reserved3[8];
 };
-static_assert(sizeof(RegistryEntry) == kCacheLine, "a registry entry owns one cache line");
+static_assert(sizeof(RegistryEntry) == 1024, "a registry entry is one KiB");
 
 struct alignas(kCacheLine) CacheLineCounter {
   std::uint64_t value;
@@ -235,14 +293,13 @@ struct SegmentHeader {
   // set by a live process, attaching is refused (errc::busy).
   std::uint64_t maintenance;
   std::uint64_t reserved[63];
-  CacheLineCounter live_keys;
-  CacheLineCounter used_slots;
-  CacheLineCounter arena_top;  // next unused arena offset (bytes from arena base)
-  SizeClass classes[kClasses];
+  CacheLineCounter used_slots;  // claimed slots, a hint for the used-slot limit (exact: sum of entries' `used`)
+  CacheLineCounter arena_top;   // next unused arena offset (bytes from arena base)
+  CacheLineCounter entries_used;  // 1 + the highest registry entry ever claimed
+  PoolClass pool[kClasses];
 };
 
 static_assert(sizeof(SegmentHeader) <= kHeaderBytes, "the header must fit its reserved pages");
-static_assert(sizeof(SizeClass) == kCacheLine, "each size class owns one cache line (no false sharing)");
 static_assert(kHeaderBytes % kPageBytes == 0, "the index must start page aligned");
 
 // One word that changes whenever the binary layout of a segment changes: a
@@ -255,7 +312,7 @@ constexpr std::uint64_t abi_word() {
   w = w * 131 + alignof(std::uint64_t);
   w = w * 131 + sizeof(HeaderFixed);
   w = w * 131 + sizeof(SegmentHeader);
-  w = w * 131 + sizeof(SizeClass);
+  w = w * 131 + sizeof(PoolClass);
   w = w * 131 + sizeof(RegistryEntry);
   w = w * 131 + kClasses;
   w = w * 131 + SlotWord::kRefBits * 7 + SlotWord::kFpBits * 3 + SlotWord::kTagBits;

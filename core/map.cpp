@@ -89,6 +89,147 @@ bool equal_value(const std::uint64_t* v, std::size_t len, std::string_view expec
 
 }  // namespace
 
+// ------------------------------------------------------------ registry entries
+
+namespace {
+
+std::atomic<std::uint64_t> g_next_handle_id{1};
+
+struct ThreadEntry {
+  std::uint64_t id;
+  std::uint64_t epoch;
+  std::uint32_t entry;  // entry + 1; 0 while unclaimed
+  std::weak_ptr<HandleEntries> entries;
+};
+
+// The calling thread's entries, one per handle it wrote through. When the
+// thread exits, its entries go idle in their handles (if still open), for the
+// next thread of that handle.
+struct ThreadEntries {
+  std::vector<ThreadEntry> v;
+  ~ThreadEntries() {
+    const std::uint64_t epoch = detail::fork_epoch();
+    for (ThreadEntry& t : v) {
+      if (t.entry == 0 || t.epoch != epoch) continue;
+      if (const auto h = t.entries.lock()) {
+        const std::uint32_t e = t.entry - 1;
+        // Acq_rel: publishes this thread's last stores to the entry to the
+        // next thread of the handle that takes it (claim_entry's acquire).
+        h->idle[e / 64].fetch_or(std::uint64_t{1} << (e % 64), std::memory_order_acq_rel);
+      }
+    }
+  }
+};
+thread_local ThreadEntries t_entries;
+
+}  // namespace
+
+std::uint32_t* thread_entry(std::uint64_t id, std::uint64_t epoch, const std::shared_ptr<HandleEntries>& entries) {
+  std::vector<ThreadEntry>& v = t_entries.v;
+  for (ThreadEntry& t : v)
+    if (t.id == id && t.epoch == epoch) return &t.entry;
+  // Forget handles that are gone, or entries of the parent before a fork.
+  std::erase_if(v, [&](const ThreadEntry& t) { return t.epoch != epoch || t.entries.expired(); });
+  v.push_back(ThreadEntry{id, epoch, 0, entries});
+  return &v.back().entry;
+}
+
+Map::Impl::Impl(detail::Mapping m, std::chrono::milliseconds open_timeout) : mapping(std::move(m)) {
+  header = mapping.header();
+  const detail::HeaderFixed& f = mapping.fixed;
+  index = mapping.index();
+  registry = mapping.registry();
+  mask = f.index_slots - 1;
+  seed = f.hash_seed;
+  used_limit = f.used_limit;
+  arena = detail::Arena(header, mapping.arena(), f.arena_bytes, registry, mapping.name);
+  // Relaxed: a process-local unique number.
+  id = g_next_handle_id.fetch_add(1, std::memory_order_relaxed);
+  if (mapping.read_only) return;
+  // The opening thread claims its entry now, so a writable open waits for a
+  // repair in progress (operations never wait).
+  const auto deadline = std::chrono::steady_clock::now() + open_timeout;
+  for (;;) {
+    try {
+      (void)writer();
+      return;
+    } catch (const Error& e) {
+      // attach() gave its entry back before throwing busy: nothing is held
+      // while we wait, and a repairer that dies is detected by attach().
+      if (e.code() != make_error_code(errc::busy) || std::chrono::steady_clock::now() >= deadline) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
+Map::Impl::~Impl() { release_idle(false); }
+
+std::uint32_t Map::Impl::claim_entry() {
+  const detail::Owner self = detail::self_owner();
+  for (std::uint32_t w = 0; w < HandleEntries::kWords; ++w) {
+    // Acquire: pairs with the exiting thread's acq_rel fetch_or, so its last
+    // stores to the entry are visible to us, the entry's next writer.
+    std::uint64_t bits = entries->idle[w].load(std::memory_order_acquire);
+    while (bits != 0) {
+      const std::uint64_t bit = bits & (~bits + 1);
+      // Acq_rel: as above; exactly one thread takes an idle entry.
+      if (!entries->idle[w].compare_exchange_weak(bits, bits & ~bit, std::memory_order_acq_rel)) continue;
+      const auto e = static_cast<std::uint32_t>(w * 64 + std::uint32_t(__builtin_ctzll(bit)));
+      // Relaxed: we compare with our own identity (after a fork, the parent's entries are not ours).
+      if (atom(registry[e].owner).load(std::memory_order_relaxed) == self.raw) {
+        // Relaxed: informational (processes() lists the writing thread).
+        atom(registry[e].tid).store(static_cast<std::uint64_t>(::gettid()), std::memory_order_relaxed);
+        return e;
+      }
+      bits = entries->idle[w].load(std::memory_order_acquire);  // Acquire: as above.
+    }
+  }
+  std::uint32_t e = 0;
+  try {
+    e = detail::attach(header, registry, self, mapping.name);
+  } catch (const Error& err) {
+    if (err.code() != make_error_code(errc::too_many_processes)) throw;
+    // Entries of dead processes are released by recovering them; that needs
+    // an entry of our own, so borrow nothing and just retry after.
+    recover_dead(detail::kRegistryEntries);
+    e = detail::attach(header, registry, self, mapping.name);
+  }
+  // Relaxed: process-local bookkeeping.
+  entries->owned[e / 64].fetch_or(std::uint64_t{1} << (e % 64), std::memory_order_relaxed);
+  return e;
+}
+
+void Map::Impl::release_idle(bool only_idle) {
+  const detail::Owner self = detail::self_owner();
+  for (std::uint32_t w = 0; w < HandleEntries::kWords; ++w) {
+    // Acq_rel: takes the bits (and, for idle ones, the exiting threads' stores).
+    const std::uint64_t bits = only_idle ? entries->idle[w].exchange(0, std::memory_order_acq_rel)
+                                         : entries->owned[w].exchange(0, std::memory_order_acq_rel);
+    if (only_idle) entries->owned[w].fetch_and(~bits, std::memory_order_relaxed);  // Relaxed: bookkeeping.
+    for (std::uint64_t b = bits; b != 0; b &= b - 1) {
+      const auto e = static_cast<std::uint32_t>(w * 64 + std::uint32_t(__builtin_ctzll(b)));
+      // Relaxed: we compare with our own identity.
+      if (atom(registry[e].owner).load(std::memory_order_relaxed) != self.raw) continue;
+      try {
+        for (std::uint32_t c = 0; c < detail::kClasses; ++c) arena.donate(e, c, 0);
+      } catch (const Error&) {
+        // A corrupt list: leave it with the entry; fsck reports it.
+      }
+      detail::detach(registry, e, self);
+    }
+  }
+}
+
+std::int64_t Map::Impl::live_keys() const {
+  std::int64_t sum = 0;
+  const std::uint32_t n = detail::entries_in_use(header);
+  for (std::uint32_t e = 0; e < n; ++e) {
+    // Relaxed: a statistic (exact when no write is in flight).
+    sum += static_cast<std::int64_t>(atom(registry[e].live).load(std::memory_order_relaxed));
+  }
+  return sum;
+}
+
 Map::Map(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Map::Map(Map&&) noexcept = default;
 Map& Map::operator=(Map&&) noexcept = default;
@@ -100,15 +241,7 @@ Map Map::create(std::string_view name, const Options& opts) {
 
 Map Map::open(std::string_view name, const Options& opts) {
   Map map(std::make_unique<Impl>(detail::open_segment(name, opts), opts.open_timeout));
-  if (map.impl_->reaped_at_open > 0 && opts.repair_on_open && !opts.read_only) {
-    try {
-      (void)map.repair();
-    } catch (const Error& e) {
-      // Others attached (busy) or damage repair cannot rebuild (corrupt): the
-      // open itself still succeeds; fsck/repair report it when asked.
-      if (e.code() != make_error_code(errc::busy) && e.code() != make_error_code(errc::corrupt)) throw;
-    }
-  }
+  if (opts.recover_on_open && !opts.read_only) (void)map.recover();
   return map;
 }
 
@@ -140,8 +273,7 @@ Info Map::info(std::string_view name) {
 
 Status Map::insert(std::string_view key, std::string_view value) {
   if (const Status s = check_sizes(key, value); s != Status::ok) return s;
-  impl_->require_writable();
-  Impl::Pending pending(impl_.get());
+  Impl::Pending pending(impl_.get(), impl_->writer());
   const Status s = impl_->mutate(
       key, true, pending, [&](Impl::Pending& p) { return p.make(key, value); },
       [](const std::uint64_t*, std::uint32_t) { return Impl::Found::keep; });
@@ -150,8 +282,7 @@ Status Map::insert(std::string_view key, std::string_view value) {
 
 Status Map::insert_or_assign(std::string_view key, std::string_view value) {
   if (const Status s = check_sizes(key, value); s != Status::ok) return s;
-  impl_->require_writable();
-  Impl::Pending pending(impl_.get());
+  Impl::Pending pending(impl_.get(), impl_->writer());
   bool arena_full = false;
   const Status s = impl_->mutate(
       key, true, pending, [&](Impl::Pending& p) { return p.make(key, value); },
@@ -203,18 +334,15 @@ bool Map::contains(std::string_view key) const {
 
 bool Map::erase(std::string_view key) {
   if (key.size() > kMaxKeyBytes) return false;
-  impl_->require_writable();
-  Impl::Pending pending(impl_.get());
+  Impl::Pending pending(impl_.get(), impl_->writer());
   const Status s = impl_->mutate(
       key, false, pending, [](Impl::Pending&) { return false; },
-      [&](const std::uint64_t*, std::uint32_t len) {
-        // Shrink the deleted entry to a key-only record when that frees a
-        // larger block; if the arena cannot give one, keep the old record.
-        using detail::size_class_of;
-        const auto k = static_cast<std::uint32_t>(key.size());
-        if (!pending.ref && size_class_of(RecordHeader::record_bytes_for(k, len)) >
-                                size_class_of(RecordHeader::record_bytes_for(k, 0)))
-          (void)pending.make(key, {});
+      [&](const std::uint64_t*, std::uint32_t) {
+        // The deleted entry gets a fresh key-only record, so the erasing CAS
+        // installs a word no other writer can install (recovery tells from it
+        // whether a dead eraser's CAS happened) and a large value's block is
+        // freed. If the arena cannot give one, the old record is marked in place.
+        if (!pending.ref) (void)pending.make(key, {});
         return Impl::Found::erase;
       });
   return s == Status::ok;
@@ -222,8 +350,7 @@ bool Map::erase(std::string_view key) {
 
 Status Map::compare_exchange(std::string_view key, std::string_view expected, std::string_view desired) {
   if (const Status s = check_sizes(key, desired); s != Status::ok) return s;
-  impl_->require_writable();
-  Impl::Pending pending(impl_.get());
+  Impl::Pending pending(impl_.get(), impl_->writer());
   Status verdict = Status::ok;
   const Status s = impl_->mutate(
       key, false, pending, [](Impl::Pending&) { return false; },
@@ -246,8 +373,7 @@ Status Map::compare_exchange(std::string_view key, std::string_view expected, st
 
 FetchResult<std::int64_t> Map::fetch_add(std::string_view key, std::int64_t delta) {
   if (key.size() > kMaxKeyBytes) return {Status::key_too_long, 0};
-  impl_->require_writable();
-  Impl::Pending pending(impl_.get());
+  Impl::Pending pending(impl_.get(), impl_->writer());
   std::int64_t previous = 0;
   Status verdict = Status::ok;
   auto as_bytes = [](const std::int64_t& x) { return std::string_view(reinterpret_cast<const char*>(&x), 8); };
@@ -284,8 +410,7 @@ FetchResult<std::int64_t> Map::fetch_add(std::string_view key, std::int64_t delt
 }
 
 std::uint64_t Map::size() const noexcept {
-  // Relaxed: a statistics counter (exact when no write is in flight).
-  const auto live = static_cast<std::int64_t>(atom(impl_->header->live_keys.value).load(std::memory_order_relaxed));
+  const std::int64_t live = impl_->live_keys();
   return live < 0 ? 0 : static_cast<std::uint64_t>(live);
 }
 
@@ -340,16 +465,29 @@ Stats Map::stats() const {
   // Relaxed: statistics.
   const std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
   s.arena_carved = top > detail::kArenaFirstOffset ? top - detail::kArenaFirstOffset : 0;
+  std::vector<std::uint64_t> carved(detail::kClasses, 0), free(detail::kClasses, 0);
+  const std::uint32_t n = detail::entries_in_use(m.header);
+  for (std::uint32_t e = 0; e < n; ++e) {
+    for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+      // Relaxed: statistics; each share is its own thread's.
+      carved[c] += detail::atom32(m.registry[e].carved[c]).load(std::memory_order_relaxed);
+      free[c] += detail::atom32(m.registry[e].count[c]).load(std::memory_order_relaxed);
+    }
+  }
   for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
-    detail::SizeClass& sc = m.header->classes[c];
+    for (std::uint32_t i = 0; i < detail::kPoolCells; ++i) {
+      // Acquire: pairs with the donor's release CAS; the batch length is
+      // read only if its header still says "pooled" afterwards.
+      const std::uint64_t cell = atom(m.header->pool[c].cells[i]).load(std::memory_order_acquire);
+      if (cell != 0) free[c] += m.pooled_length(cell, c);
+    }
+    if (carved[c] == 0) continue;
     SizeClassStats cs;
     cs.block_bytes = static_cast<std::uint32_t>(detail::size_class_bytes(c));
-    // Relaxed: statistics.
-    cs.carved = atom(sc.carved).load(std::memory_order_relaxed);
-    // Relaxed: statistics.
-    cs.in_use = atom(sc.in_use).load(std::memory_order_relaxed);
-    cs.free = cs.carved >= cs.in_use ? cs.carved - cs.in_use : 0;
-    if (cs.carved) s.classes.push_back(cs);
+    cs.carved = carved[c];
+    cs.free = std::min(free[c], carved[c]);
+    cs.in_use = carved[c] - cs.free;
+    s.classes.push_back(cs);
   }
   return s;
 }
@@ -371,9 +509,7 @@ Info Map::info() const {
   return i;
 }
 
-std::vector<ProcessInfo> Map::processes() const {
-  return detail::list(impl_->mapping.registry(), detail::kRegistryEntries);
-}
+std::vector<ProcessInfo> Map::processes() const { return detail::list(impl_->header, impl_->registry); }
 
 const std::string& Map::name() const noexcept { return impl_->mapping.name; }
 bool Map::read_only() const noexcept { return impl_->mapping.read_only; }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -23,79 +24,88 @@ using detail::atom;
 using detail::RecordHeader;
 using detail::SlotWord;
 
+// Process-local bookkeeping of the registry entries a handle's threads hold.
+// Shared with the threads' thread_local caches through weak pointers, so a
+// thread that outlives the handle does not touch it.
+struct HandleEntries {
+  static constexpr std::uint32_t kWords = detail::kRegistryEntries / 64;
+  std::atomic<std::uint64_t> owned[kWords] = {};  // claimed through this handle
+  std::atomic<std::uint64_t> idle[kWords] = {};   // owned, and no live thread uses it
+};
+
+// The registry entry of the calling thread for handle `id` (0: none yet).
+// Defined in map.cpp.
+std::uint32_t* thread_entry(std::uint64_t id, std::uint64_t epoch, const std::shared_ptr<HandleEntries>& entries);
+
 struct Map::Impl {
   detail::Mapping mapping;
   detail::SegmentHeader* header = nullptr;
   std::uint64_t* index = nullptr;
+  detail::RegistryEntry* registry = nullptr;
   std::uint64_t mask = 0;
   std::uint64_t seed = 0;
   std::uint64_t used_limit = 0;
   detail::Arena arena;
+  // Unique per handle in this process (never reused), keys the thread caches.
+  std::uint64_t id = 0;
+  std::shared_ptr<HandleEntries> entries = std::make_shared<HandleEntries>();
 
   // `open_timeout`: how long a writable open waits for a repair another
   // process is running (repair takes one pass over the map; open is a
   // blocking lifecycle call, operations never wait).
-  Impl(detail::Mapping m, std::chrono::milliseconds open_timeout) : mapping(std::move(m)) {
-    header = mapping.header();
-    const detail::HeaderFixed& f = mapping.fixed;
-    index = mapping.index();
-    mask = f.index_slots - 1;
-    seed = f.hash_seed;
-    used_limit = f.used_limit;
-    arena = detail::Arena(header, mapping.arena(), f.arena_bytes, mapping.name);
-    if (!mapping.read_only) {
-      reaped_at_open = detail::reap_dead(mapping.registry(), detail::kRegistryEntries);
-      const auto deadline = std::chrono::steady_clock::now() + open_timeout;
-      for (;;) {
-        try {
-          attach_for(detail::fork_epoch());
-          break;
-        } catch (const Error& e) {
-          // attach() gave its entry back before throwing busy: nothing is held
-          // while we wait, and a repairer that dies is detected by attach().
-          if (e.code() != make_error_code(errc::busy) || std::chrono::steady_clock::now() >= deadline) throw;
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-      }
-    }
-  }
-
-  ~Impl() {
-    // Relaxed: process-local; the handle is being destroyed by its last user.
-    const std::uint64_t a = attached.load(std::memory_order_relaxed);
-    if (a != 0 && (a >> 32) == (detail::fork_epoch() & 0xffffffffu))
-      detail::detach(mapping.registry(), static_cast<std::uint32_t>(a), detail::self_owner());
-  }
+  Impl(detail::Mapping m, std::chrono::milliseconds open_timeout);
+  ~Impl();
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
-  // Entries of dead processes this handle's open released.
-  std::uint32_t reaped_at_open = 0;
+  // The calling thread's registry entry, claimed at its first write (entries
+  // of threads that exited are reused first). Throws read_only, busy (a
+  // repair runs), too_many_processes.
+  std::uint32_t writer() {
+    if (mapping.read_only) detail::throw_error(errc::read_only, mapping.name, "opened read-only; writes are refused");
+    std::uint32_t* slot = thread_entry(id, detail::fork_epoch(), entries);
+    if (*slot == 0) *slot = claim_entry() + 1;
+    return *slot - 1;
+  }
+  // A new entry for the calling thread: an idle one of this handle, else a
+  // registry claim (recovering dead processes' entries if none is free).
+  std::uint32_t claim_entry();
+  // Releases every entry this handle holds in this process, after moving
+  // their free lists to the pool (destructor, repair).
+  void release_idle(bool only_idle);
 
-  // Process-local: {fork epoch (32) | registry entry (32)} of this handle's
-  // registration in this process; 0 when not attached (read-only handles).
-  std::atomic<std::uint64_t> attached{0};
+  detail::RegistryEntry& me(std::uint32_t e) const { return registry[e]; }
 
-  // Claims a registry entry for this process. Of threads racing here (only
-  // right after a fork) one keeps its entry and the others give theirs back.
-  void attach_for(std::uint64_t epoch) {
-    const std::uint32_t entry =
-        detail::attach(header, mapping.registry(), detail::kRegistryEntries, detail::self_owner(), mapping.name);
-    const std::uint64_t mine = ((epoch & 0xffffffffu) << 32) | entry;
-    // Relaxed: process-local bookkeeping; the registry entry itself is published by attach().
-    std::uint64_t seen = attached.load(std::memory_order_relaxed);
-    while ((seen >> 32) != (epoch & 0xffffffffu)) {
-      // Relaxed: as above.
-      if (attached.compare_exchange_weak(seen, mine, std::memory_order_relaxed)) return;
-    }
-    detail::detach(mapping.registry(), entry, detail::self_owner());
+  // Recovery (recover.cpp).
+  RecoverReport recover_dead(std::uint32_t self);
+  std::uint32_t borrow_orphans(std::uint32_t self, std::uint32_t cls);
+  // Allocation with the slow path: pool, carve, then recover dead entries and
+  // borrow orphan heaps, then once more.
+  std::uint64_t allocate(std::uint32_t e, std::uint32_t klen, std::uint32_t vlen) {
+    if (const std::uint64_t ref = arena.allocate(e, klen, vlen)) return ref;
+    const std::uint32_t cls = detail::size_class_of(RecordHeader::record_bytes_for(klen, vlen));
+    recover_dead(e);
+    borrow_orphans(e, cls);
+    return arena.allocate(e, klen, vlen);
   }
 
-  void require_writable() {
-    if (mapping.read_only) detail::throw_error(errc::read_only, mapping.name, "opened read-only; writes are refused");
-    const std::uint64_t epoch = detail::fork_epoch();
-    // Relaxed: process-local; a handle inherited through fork re-attaches once.
-    if ((attached.load(std::memory_order_relaxed) >> 32) != (epoch & 0xffffffffu)) attach_for(epoch);
+  // Sum of every entry's `live` share: the live keys.
+  std::int64_t live_keys() const;
+
+  // Blocks in the pooled batch `cell` of class `cls` (0 if it is not pooled
+  // any more). Racy by nature (a statistic); never throws or loops.
+  std::uint64_t pooled_length(std::uint64_t cell, std::uint32_t cls) const {
+    const std::uint64_t first = cell & 0xffffffffu;
+    const auto gen = static_cast<std::uint32_t>(cell >> 32);
+    const std::uint64_t pooled = detail::FreeHeader::make(gen, cls, 0);
+    if (!arena.in_bounds(first, 16)) return 0;
+    // Relaxed (all): re-validated by the header re-read below.
+    if (atom(arena.block(first)[0]).load(std::memory_order_relaxed) != pooled) return 0;
+    std::uint64_t n = 0;
+    for (std::uint64_t ref = first; ref != 0 && n < detail::kBatchBlocks && arena.in_bounds(ref, 16); ++n)
+      ref = atom(arena.block(ref)[1]).load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);  // Acquire: orders the walk before the re-check.
+    return atom(arena.block(first)[0]).load(std::memory_order_relaxed) == pooled ? n : 0;
   }
 
   // ---------------------------------------------------------------- reading
@@ -210,19 +220,21 @@ struct Map::Impl {
     }
   }
 
-  // A record being prepared by one writer: allocated lazily, reused across CAS
-  // retries, freed if never published.
+  // A record being prepared by one writer (entry `e`): allocated lazily,
+  // reused across CAS retries, freed if never published. The arena records it
+  // in the entry's `pending` intent.
   struct Pending {
     Impl* self;
+    std::uint32_t e;
     std::uint64_t ref = 0;
     std::uint32_t gen = 0;
-    explicit Pending(Impl* s) : self(s) {}
+    Pending(Impl* s, std::uint32_t entry) : self(s), e(entry) {}
     Pending(const Pending&) = delete;
     Pending& operator=(const Pending&) = delete;
     ~Pending() {
       if (!ref) return;
       try {
-        self->arena.free(ref);
+        self->arena.free(e, ref);
       } catch (const Error&) {
         // The block's header was found corrupt: leaking it is the only safe
         // choice here; the error surfaces at the next operation that meets it.
@@ -231,7 +243,7 @@ struct Map::Impl {
     // Allocates and fills the record once. False if the arena is full.
     bool make(std::string_view key, std::string_view value) {
       if (ref) return true;
-      ref = self->arena.allocate(static_cast<std::uint32_t>(key.size()), static_cast<std::uint32_t>(value.size()));
+      ref = self->allocate(e, static_cast<std::uint32_t>(key.size()), static_cast<std::uint32_t>(value.size()));
       if (!ref) return false;
       std::uint64_t* r = self->arena.block(ref);
       // Relaxed: we own the block; we only need the generation we stored.
@@ -247,52 +259,84 @@ struct Map::Impl {
       write_words(self->arena.block(ref) + 1 + RecordHeader::pad8(key.size()) / 8, value);
     }
     SlotWord word(std::uint32_t fp) const { return SlotWord::live(ref, fp, gen); }
-    void published() { ref = 0; }
   };
 
-  // Claimed slots are counted after the claiming CAS, and an insert into an
-  // EMPTY slot is refused while the count is at the limit. So `full_index` is
-  // never caused by another insert that then fails (no reservation to give
-  // back), and concurrent claimers can overshoot the limit by at most one slot
-  // each, which the 1/8 of slots above the limit absorbs.
+  // Slots claimed are counted (in the entry's `used` share, and in the shared
+  // `used_slots` hint) after the claiming CAS, and an insert into an EMPTY
+  // slot is refused while the hint is at the limit. So `full_index` is never
+  // caused by another insert that then fails (no reservation to give back),
+  // and concurrent claimers can overshoot the limit by at most one slot each
+  // (plus one per writer killed between its CAS and the hint), which the 1/8
+  // of slots above the limit absorbs.
   bool below_used_limit() const {
     // Relaxed: an occupancy bound only; nothing is published through it.
     return atom(header->used_slots.value).load(std::memory_order_relaxed) < used_limit;
   }
-  void count_used_slot() {
-    // Relaxed: as above.
-    atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
-  }
-  void count_live(std::int64_t d) {
-    // Relaxed: a statistics counter, read by size().
-    atom(header->live_keys.value).fetch_add(static_cast<std::uint64_t>(d), std::memory_order_relaxed);
-  }
 
-  // Site W1: every publishing or unlinking CAS on a slot word. Release: the
-  // record written before it (header, key, value) is visible to whoever
-  // acquires the new word (R0). Acquire: on success we may read and free the
-  // record the old word referred to (its header was released by its own W1);
-  // on failure we re-examine the freshly loaded word's record.
-  static bool cas_slot(std::uint64_t& slot, SlotWord& expected, SlotWord desired) {
-    return atom(slot).compare_exchange_strong(expected.raw, desired.raw, std::memory_order_acq_rel,
-                                              std::memory_order_acquire);
+  // Site W1: every publishing or unlinking CAS on a slot word, bracketed by
+  // the entry's slot intent (recover.cpp decides from it whether a dead
+  // writer's CAS took effect).
+  //   before: op_expected, op_desired and the counter shares the entry will
+  //           have afterwards, then op_slot (release: the intent is complete
+  //           whenever op_slot is seen);
+  //   CAS:    release: the record written before it (header, key, value) is
+  //           visible to whoever acquires the new word (R0); acquire: on
+  //           success we may read and free the record the old word referred
+  //           to (its header was released by its own W1); on failure we
+  //           re-examine the freshly loaded word's record;
+  //   after:  on failure op_slot = 0; on success the shares, then `freeing`
+  //           for the unlinked record, `pending` cleared (published), op_slot
+  //           cleared, then the free. Each a release store.
+  // Returns true on success; on failure `expected` holds the word that beat us.
+  bool publish(std::uint32_t e, std::uint64_t pos, SlotWord& expected, SlotWord desired, std::int64_t live_delta,
+               Pending& pending) {
+    detail::RegistryEntry& r = me(e);
+    const SlotWord old = expected;
+    // Relaxed (loads): our own entry.
+    const std::uint64_t live_after = atom(r.live).load(std::memory_order_relaxed) + std::uint64_t(live_delta);
+    const std::uint64_t used_after = atom(r.used).load(std::memory_order_relaxed) + (old.is_empty() ? 1 : 0);
+    // Relaxed: published by the release store of op_slot.
+    atom(r.op_expected).store(old.raw, std::memory_order_relaxed);
+    atom(r.op_desired).store(desired.raw, std::memory_order_relaxed);
+    atom(r.op_live_after).store(live_after, std::memory_order_relaxed);
+    atom(r.op_used_after).store(used_after, std::memory_order_relaxed);
+    atom(r.op_slot).store(pos + 1, std::memory_order_release);  // Release (intent).
+    SHMAP_FAULT("publish: intent recorded, slot not yet swapped");
+    if (!atom(index[pos]).compare_exchange_strong(expected.raw, desired.raw, std::memory_order_acq_rel,
+                                                  std::memory_order_acquire)) {
+      atom(r.op_slot).store(0, std::memory_order_release);  // Release (intent).
+      return false;
+    }
+    SHMAP_FAULT("publish: slot swapped, shares not yet counted");
+    atom(r.live).store(live_after, std::memory_order_release);  // Release (share).
+    atom(r.used).store(used_after, std::memory_order_release);  // Release (share).
+    // Relaxed: the shared hint for the used-slot limit.
+    if (old.is_empty()) atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
+    const bool unlinked = old.has_record() && old.ref() != desired.ref();
+    if (unlinked) {
+      // Relaxed: the acquire CAS above made the old record's header visible.
+      const RecordHeader h{atom(arena.block(old.ref())[0]).load(std::memory_order_relaxed)};
+      atom(r.freeing).store(old.ref() | (std::uint64_t(h.gen()) << 32), std::memory_order_release);  // Release (intent).
+    }
+    if (desired.ref() == pending.ref) {
+      pending.ref = 0;
+      atom(r.pending).store(0, std::memory_order_release);  // Release (intent): published.
+    }
+    SHMAP_FAULT("publish: counted, intent not yet cleared");
+    atom(r.op_slot).store(0, std::memory_order_release);  // Release (intent).
+    if (unlinked) {
+      SHMAP_FAULT("publish: old record unlinked, not yet freed");
+      arena.free_recorded(e, old.ref());
+    }
+    return true;
   }
 
   enum class Found { keep, replace, erase };
 
   // Claims `slot` (EMPTY, or DELETED naming this key) for the pending record.
-  // Returns true on success; on failure `w` holds the word that beat us.
-  bool claim(std::uint64_t& slot, SlotWord& w, Pending& pending, std::uint32_t fp) {
-    const SlotWord old = w;
-    if (old.is_empty() && !below_used_limit()) return false;
-    if (!cas_slot(slot, w, pending.word(fp))) return false;
-    SHMAP_FAULT("insert: slot claimed, not yet counted");
-    pending.published();
-    count_live(+1);
-    if (old.is_empty()) count_used_slot();
-    SHMAP_FAULT("insert: counted, old deleted record not yet freed");
-    if (old.is_deleted()) arena.free(old.ref());
-    return true;
+  bool claim(std::uint32_t e, std::uint64_t pos, SlotWord& w, Pending& pending, std::uint32_t fp) {
+    if (w.is_empty() && !below_used_limit()) return false;
+    return publish(e, pos, w, pending.word(fp), +1, pending);
   }
 
   // The one write loop behind every mutating operation.
@@ -307,6 +351,7 @@ struct Map::Impl {
   template <class MakeNew, class OnFound>
   Status mutate(std::string_view key, bool insert_if_absent, Pending& pending, MakeNew&& make_new,
                 OnFound&& on_found) {
+    const std::uint32_t e = pending.e;
     const Probe p = probe_of(key);
     std::uint64_t pos = p.hash & mask;
     for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
@@ -318,7 +363,7 @@ struct Map::Impl {
         if (w.is_empty()) {
           if (!insert_if_absent) return Status::absent;
           if (!make_new(pending)) return Status::full_arena;
-          if (claim(slot, w, pending, p.fp)) return Status::inserted;
+          if (claim(e, pos, w, pending, p.fp)) return Status::inserted;
           if (w.is_empty()) return Status::full_index;  // at the used-slot limit
           continue;  // `w` now holds the word that beat us
         }
@@ -340,7 +385,7 @@ struct Map::Impl {
         if (!live) {  // K's slot, K erased: K is absent, and this is where it goes
           if (!insert_if_absent) return Status::absent;
           if (!make_new(pending)) return Status::full_arena;
-          if (claim(slot, w, pending, p.fp)) return Status::inserted;
+          if (claim(e, pos, w, pending, p.fp)) return Status::inserted;
           continue;
         }
         if (action == Found::keep) return Status::exists;
@@ -359,15 +404,7 @@ struct Map::Impl {
           stale_round(before, w, rounds);
           continue;
         }
-        const SlotWord old = w;
-        if (cas_slot(slot, w, desired)) {
-          SHMAP_FAULT("update/erase: slot swapped, not yet counted");
-          if (action == Found::erase) count_live(-1);
-          if (desired.ref() != old.ref()) {
-            pending.published();
-            SHMAP_FAULT("update/erase: old record unlinked, not yet freed");
-            arena.free(old.ref());
-          }
+        if (publish(e, pos, w, desired, action == Found::erase ? -1 : 0, pending)) {
           return action == Found::erase ? Status::ok : Status::assigned;
         }
       }

@@ -35,10 +35,10 @@ const bool g_atfork_registered = [] { return ::pthread_atfork(nullptr, nullptr, 
 
 // Dead only on definite evidence: no such pid, or a readable start time that
 // differs (a reused pid). A /proc entry we cannot read (hidepid, no /proc) or
-// an owner that could not read its own start time counts as alive: releasing a
-// live writer's entry would let repair run beside it. A zombie (killed, not
-// yet reaped by its parent) still counts as alive until it is reaped.
-bool owner_alive(Owner o) noexcept { return process_alive(o.pid(), o.start_low(), 0x7fffffffull); }
+// an owner that could not read its own start time counts as alive: recovering
+// a live writer's entry would corrupt the map. A zombie (killed, not yet
+// reaped by its parent) still counts as alive until it is reaped.
+bool owner_alive(Owner o) noexcept { return process_alive(o.pid(), o.start_low(), Owner::kStartMask); }
 
 Owner self_owner() noexcept {
   // Relaxed: a process-local cache of an immutable (per process) value.
@@ -56,72 +56,67 @@ std::uint64_t fork_epoch() noexcept {
   return g_fork_epoch.load(std::memory_order_relaxed);
 }
 
-std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, std::uint32_t count, Owner me,
-                     std::string_view segment) {
-  const std::uint32_t start = me.pid() % count;  // spread concurrent attachers
-  for (int round = 0; round < 2; ++round) {
-    for (std::uint32_t n = 0; n < count; ++n) {
-      RegistryEntry& e = entries[(start + n) % count];
-      std::uint64_t expected = 0;
-      // Relaxed pre-check keeps the scan from writing to taken entries.
-      if (atom(e.owner).load(std::memory_order_relaxed) != 0) continue;
-      // Seq_cst: the claim and the maintenance check below form a Dekker pair
-      // with repair()'s maintenance CAS and registry scan (repair.cpp, M1/M2):
-      // either we see its mark, or it sees our entry. Also acquires the
-      // previous owner's release in detach()/reap_dead().
-      if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed))
-        continue;
-      const auto index = static_cast<std::uint32_t>((start + n) % count);
-      // Seq_cst: see the claim above.
-      std::uint64_t mark = atom(header->maintenance).load(std::memory_order_seq_cst);
-      if (mark != 0 && !owner_alive(Owner{mark})) {
-        // Relaxed: a dead repairer's mark; losing this race to another clearer is fine.
-        atom(header->maintenance).compare_exchange_strong(mark, 0, std::memory_order_relaxed);
-        mark = 0;
-      }
-      if (mark != 0) {
-        detach(entries, index, me);
-        throw_error(errc::busy, segment,
-                    "being repaired by pid " + std::to_string(Owner{mark}.pid()) + "; open it again when it is done");
-      }
-      const auto now = std::chrono::system_clock::now().time_since_epoch();
-      // Relaxed: informational; read by list() after it sees the owner.
-      atom(e.attached_unix_ns)
-          .store(std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()),
-                 std::memory_order_relaxed);
-      return index;
-    }
-    if (round == 0 && reap_dead(entries, count) == 0) break;
-  }
-  throw_error(errc::too_many_processes, segment,
-              "all " + std::to_string(count) + " registry entries belong to live processes");
+std::uint32_t entries_in_use(SegmentHeader* header) noexcept {
+  // Acquire: pairs with the release CAS in attach(), so an entry below the
+  // mark is seen with its owner word claimed.
+  const std::uint64_t n = atom(header->entries_used.value).load(std::memory_order_acquire);
+  return n > kRegistryEntries ? kRegistryEntries : static_cast<std::uint32_t>(n);
 }
 
-void detach(RegistryEntry* entries, std::uint32_t index, Owner me) noexcept {
-  std::uint64_t expected = me.raw;
-  // Release: our last stores to the entry happen before the next owner's
-  // acquire CAS in attach().
+std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, std::string_view segment) {
+  for (std::uint32_t index = 0; index < kRegistryEntries; ++index) {
+    RegistryEntry& e = entries[index];
+    std::uint64_t expected = 0;
+    // Relaxed pre-check keeps the scan from writing to taken entries.
+    if (atom(e.owner).load(std::memory_order_relaxed) != 0) continue;
+    // Seq_cst: the claim and the maintenance check below form a Dekker pair
+    // with repair()'s maintenance CAS and registry scan (repair.cpp, M1/M2):
+    // either we see its mark, or it sees our entry. Also acquires the
+    // previous owner's release in detach(), with its heap.
+    if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst, std::memory_order_relaxed))
+      continue;
+    // Seq_cst: see the claim above.
+    std::uint64_t mark = atom(header->maintenance).load(std::memory_order_seq_cst);
+    if (mark != 0 && !owner_alive(Owner{mark})) {
+      // Relaxed: a dead repairer's mark; losing this race to another clearer is fine.
+      atom(header->maintenance).compare_exchange_strong(mark, 0, std::memory_order_relaxed);
+      mark = 0;
+    }
+    if (mark != 0) {
+      detach(entries, index, me);
+      throw_error(errc::busy, segment,
+                  "being repaired by pid " + std::to_string(Owner{mark}.pid()) + "; open it again when it is done");
+    }
+    // Release: see entries_in_use(). Raised to cover this entry before any scan can need it.
+    std::uint64_t used = atom(header->entries_used.value).load(std::memory_order_relaxed);
+    while (used < index + 1 &&
+           !atom(header->entries_used.value)
+                .compare_exchange_weak(used, index + 1, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    // Relaxed: informational; read by list() after it sees the owner.
+    atom(e.attached_unix_ns)
+        .store(std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()),
+               std::memory_order_relaxed);
+    // Relaxed: informational.
+    atom(e.tid).store(static_cast<std::uint64_t>(::gettid()), std::memory_order_relaxed);
+    return index;
+  }
+  throw_error(errc::too_many_processes, segment,
+              "all " + std::to_string(kRegistryEntries) + " registry entries belong to live threads");
+}
+
+void detach(RegistryEntry* entries, std::uint32_t index, Owner owner) noexcept {
+  std::uint64_t expected = owner.raw;
+  // Release: our last stores to the entry (its heap, its counter shares)
+  // happen before the next owner's acquire CAS in attach().
   atom(entries[index].owner).compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
 }
 
-std::uint32_t reap_dead(RegistryEntry* entries, std::uint32_t count) noexcept {
-  std::uint32_t reaped = 0;
-  for (std::uint32_t i = 0; i < count; ++i) {
-    // Relaxed: the CAS below re-checks the owner.
-    std::uint64_t raw = atom(entries[i].owner).load(std::memory_order_relaxed);
-    if (raw == 0 || owner_alive(Owner{raw})) continue;
-    // Release: as in detach(). Only one reaper wins; a dead owner cannot
-    // come back, so there is no ABA on the owner word.
-    if (atom(entries[i].owner).compare_exchange_strong(raw, 0, std::memory_order_release, std::memory_order_relaxed))
-      ++reaped;
-  }
-  return reaped;
-}
-
-std::vector<ProcessInfo> list(RegistryEntry* entries, std::uint32_t count) {
+std::vector<ProcessInfo> list(SegmentHeader* header, RegistryEntry* entries) {
   std::vector<ProcessInfo> out;
-  for (std::uint32_t i = 0; i < count; ++i) {
+  const std::uint32_t n = entries_in_use(header);
+  for (std::uint32_t i = 0; i < n; ++i) {
     // Acquire: pairs with the claiming CAS, so attached_unix_ns is the owner's.
     const Owner o{atom(entries[i].owner).load(std::memory_order_acquire)};
     if (o.is_free()) continue;
@@ -131,6 +126,9 @@ std::vector<ProcessInfo> list(RegistryEntry* entries, std::uint32_t count) {
     p.start_time_low = o.start_low();
     // Relaxed: informational.
     p.attached_unix_ns = atom(entries[i].attached_unix_ns).load(std::memory_order_relaxed);
+    // Relaxed: informational.
+    p.tid = static_cast<std::int64_t>(atom(entries[i].tid).load(std::memory_order_relaxed));
+    p.recovering = o.borrowed();
     p.alive = owner_alive(o);
     out.push_back(p);
   }

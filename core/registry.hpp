@@ -1,20 +1,23 @@
-// The process registry: which processes have the map open for writing.
+// The registry: which threads of which processes write to the map.
 //
-// One RegistryEntry per attached, writable Map handle. Attaching claims a free
-// entry with one CAS of the owner word {pid, low bits of the process start
-// time}; detaching (the handle's destructor) CASes it back to 0. A process
-// killed while attached leaves its entry; survivors find it by checking the
-// pid *and* its start time (so a reused pid is not mistaken for the dead
-// owner) and release it (`reap_dead`, run at every open). Read-only handles do
-// not attach: they write nothing shared.
+// One RegistryEntry per writing thread of an attached writable Map handle. It
+// is also that thread's heap and intent log (arena.hpp, recover.cpp). A thread
+// claims an entry at its first write through a handle (the opening thread at
+// open) with one CAS of the owner word {pid, low bits of the process start
+// time}; entries are released when the handle is destroyed (a thread that
+// exits leaves its entry to the next thread of the same handle). Entries are
+// claimed lowest first, and `entries_used` bounds every scan.
 //
-// A child forked after open keeps the parent's handle; the first write through
-// it attaches the child under its own pid (fork_epoch() changes in every
-// child), and the child's destructor never releases the parent's entry.
+// A process killed while attached leaves its entries; survivors find them by
+// checking the pid *and* its start time (so a reused pid is not mistaken for
+// the dead owner), claim them with the borrower bit set, finish or undo the
+// step each was in, and release them (recover.cpp). A released entry keeps its
+// free lists (an "orphan" heap): the next thread that claims it adopts them,
+// and a thread short of blocks borrows orphans to move their lists to the pool.
 //
-// Today the registry identifies attached processes; the crash-safety issue adds
-// per-entry intent records so that reaping a dead entry also returns the
-// memory it was allocating or freeing.
+// A child forked after open keeps the parent's handle; its threads claim
+// entries under the child's pid (fork_epoch() changes in every child), and the
+// child never releases the parent's entries.
 #pragma once
 
 #include <cstdint>
@@ -31,19 +34,17 @@ Owner self_owner() noexcept;
 // Changes in every forked child; a handle compares it to notice it was inherited.
 std::uint64_t fork_epoch() noexcept;
 
-// Claims a free entry for `me`, releasing dead owners' entries first if none
-// is free. Returns the entry index; throws errc::too_many_processes when all
-// entries belong to live processes. Lock-free.
+// Claims a free entry (lowest first) for `me`. Returns the entry index;
+// throws errc::too_many_processes when every entry is taken. Lock-free.
 // Refuses (errc::busy, entry released again) while a live process runs
 // repair(); a dead repairer's mark is cleared.
-std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, std::uint32_t count, Owner me,
-                     std::string_view segment);
+std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, std::string_view segment);
 bool owner_alive(Owner o) noexcept;
-// Releases entry `index` if `me` still owns it. Lock-free.
-void detach(RegistryEntry* entries, std::uint32_t index, Owner me) noexcept;
-// Releases the entries of owners that are no longer alive; returns how many.
-std::uint32_t reap_dead(RegistryEntry* entries, std::uint32_t count) noexcept;
+// Releases entry `index` if `owner` still owns it. Lock-free.
+void detach(RegistryEntry* entries, std::uint32_t index, Owner owner) noexcept;
+// 1 + the highest entry ever claimed: every scan of the registry stops there.
+std::uint32_t entries_in_use(SegmentHeader* header) noexcept;
 // The entries in use (read-only).
-std::vector<ProcessInfo> list(RegistryEntry* entries, std::uint32_t count);
+std::vector<ProcessInfo> list(SegmentHeader* header, RegistryEntry* entries);
 
 }  // namespace shmap::detail

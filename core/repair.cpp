@@ -4,8 +4,9 @@
 // EXCLUSION without a lock that anyone waits on:
 //   M1  CAS header.maintenance 0 -> our owner word (seq_cst); a dead
 //       repairer's mark is taken over.
-//   M2  scan the registry (seq_cst loads): any live entry other than this
-//       handle's -> clear the mark, errc::busy.
+//   M2  recover dead processes' entries, release this handle's idle ones,
+//       then scan the registry (seq_cst loads): any entry held other than
+//       the calling thread's -> clear the mark, errc::busy.
 // An attacher claims its entry (seq_cst CAS) and then reads the mark (seq_cst)
 // (registry.cpp). Both sides store then load with seq_cst, so at least one
 // sees the other: either the attacher sees the mark and backs out, or the
@@ -17,16 +18,17 @@
 //   0. the index scan of fsck collects every reachable block; any index
 //      damage (bad slot word, duplicate key, overlapping records, records
 //      beyond the bump offset) -> errc::corrupt, nothing written;
-//   1. every free list is emptied, so a repair killed from here on leaves only
-//      leaked memory (and a dead mark, which the next attacher clears), which
-//      the next repair returns;
+//   1. every free list is emptied (every entry's heap and the pool; the
+//      entries' counter shares and intents zeroed), so a repair killed from
+//      here on leaves only leaked memory (and a dead mark, which the next
+//      attacher clears), which the next repair returns;
 //   2. every carved byte not in a reachable block is cut into free blocks:
 //      along the old block boundaries while the old headers say where they
 //      are, then greedily (largest class first, no remainder under 16 bytes);
 //      each gets an odd generation past its old one, so a stale slot word
 //      naming an old block start can never validate;
-//   3. the free lists are installed (head tags advanced) and live_keys,
-//      used_slots and each class's carved/in_use recomputed.
+//   3. the free lists and the counter shares are installed in the calling
+//      thread's entry, and the excess handed to the pool.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -37,20 +39,6 @@
 
 namespace shmap {
 namespace {
-
-// A header with lengths whose record size falls in size class `cls`.
-RecordHeader header_for_class(std::uint32_t cls, std::uint32_t gen) {
-  const std::uint64_t target = std::min(detail::size_class_bytes(cls), detail::kMaxRecordBytes);
-  std::uint64_t vlen = target - 8;
-  std::uint64_t klen = 0;
-  if (vlen > RecordHeader::kValueLenMask) {
-    // The value field is full; the rest is key bytes (padded to 8).
-    vlen = RecordHeader::kValueLenMask;
-    const std::uint64_t key_pad = target - 8 - RecordHeader::pad8(vlen);
-    klen = key_pad == 0 ? 0 : key_pad - 1;
-  }
-  return RecordHeader::make(gen, static_cast<std::uint32_t>(klen), static_cast<std::uint32_t>(vlen));
-}
 
 // The largest block size that fits `remaining` bytes exactly or leaves at
 // least 16 (every multiple of 8 from 16 up is a sum of classes).
@@ -69,9 +57,9 @@ std::uint32_t class_to_cut(std::uint64_t remaining) {
 // and the block fits in `remaining` bytes; kClasses otherwise.
 std::uint32_t old_block_class(const std::uint64_t* b, std::uint64_t remaining) {
   // Relaxed: no writer is attached (see the file comment).
-  const RecordHeader h{atom(const_cast<std::uint64_t&>(b[0])).load(std::memory_order_relaxed)};
-  if (h.raw == 0) return detail::kClasses;  // carved, never written
-  const std::uint32_t cls = detail::size_class_of(h.record_bytes());
+  const std::uint64_t raw = atom(const_cast<std::uint64_t&>(b[0])).load(std::memory_order_relaxed);
+  if (raw == 0 || detail::CarveClaim::is_claim(raw)) return detail::kClasses;  // carved, never written
+  const std::uint32_t cls = detail::block_class(raw);
   if (cls >= detail::kClasses || detail::size_class_bytes(cls) > remaining) return detail::kClasses;
   const std::uint64_t rest = remaining - detail::size_class_bytes(cls);
   return rest == 0 || rest >= 16 ? cls : detail::kClasses;
@@ -103,30 +91,31 @@ class MaintenanceMark {
   detail::Owner me_;
 };
 
-void require_alone(Map::Impl& m) {
-  detail::reap_dead(m.mapping.registry(), detail::kRegistryEntries);
-  // Relaxed: process-local bookkeeping of this handle's own entry.
-  const auto mine = static_cast<std::uint32_t>(m.attached.load(std::memory_order_relaxed));
-  const detail::Owner me = detail::self_owner();
+// Recovers dead processes' entries, releases this handle's idle entries,
+// and refuses if any entry but `mine` is still held.
+void require_alone(Map::Impl& m, std::uint32_t mine) {
+  (void)m.recover_dead(mine);
+  m.release_idle(true);
   std::string others;
-  for (std::uint32_t i = 0; i < detail::kRegistryEntries; ++i) {
+  const std::uint32_t n = detail::entries_in_use(m.header);
+  for (std::uint32_t i = 0; i < n; ++i) {
     // Site M2, seq_cst: see the file comment.
-    const detail::Owner o{atom(m.mapping.registry()[i].owner).load(std::memory_order_seq_cst)};
-    if (o.is_free() || (i == mine && o.raw == me.raw)) continue;
+    const detail::Owner o{atom(m.registry[i].owner).load(std::memory_order_seq_cst)};
+    if (o.is_free() || i == mine) continue;
     others += (others.empty() ? "" : ", ") + std::to_string(o.pid());
   }
   if (!others.empty())
     detail::throw_error(errc::busy, m.mapping.name,
-                        "repair needs the map to itself; other handles are attached (pids " + others + ")");
+                        "repair needs the map to itself; other writing threads are attached (pids " + others + ")");
 }
 
 }  // namespace
 
 FsckReport Map::repair() {
   Impl& m = *impl_;
-  m.require_writable();
+  const std::uint32_t mine = m.writer();
   const MaintenanceMark mark(m, detail::self_owner());
-  require_alone(m);
+  require_alone(m, mine);
 
   detail::IndexScan scan = detail::scan_index(m);
   if (!scan.report.ok)
@@ -135,9 +124,20 @@ FsckReport Map::repair() {
 
   // Relaxed (all below): no other writer is attached; the release of the
   // maintenance mark publishes the result to the next attacher.
-  const std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
+  std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
   if (top < detail::kArenaFirstOffset || top > m.arena.bytes() || top % 8 != 0)
     detail::throw_error(errc::corrupt, m.mapping.name, "arena bump offset out of range; repair cannot rebuild it");
+
+  // A chunk claimed at the bump offset whose claimer died before advancing
+  // it (recovery normally finishes that): take it into the carved range.
+  if (top < m.arena.bytes()) {
+    const std::uint64_t w = atom(m.arena.block(top / 8)[0]).load(std::memory_order_relaxed);
+    if (detail::CarveClaim::is_claim(w) && detail::CarveClaim::bytes_of(w) <= m.arena.bytes() - top) {
+      atom(m.arena.block(top / 8)[0]).store(0, std::memory_order_relaxed);
+      top += detail::CarveClaim::bytes_of(w);
+      atom(m.header->arena_top.value).store(top, std::memory_order_relaxed);
+    }
+  }
 
   std::vector<detail::Block>& live = scan.blocks;
   std::sort(live.begin(), live.end(), [](const detail::Block& a, const detail::Block& b) { return a.offset < b.offset; });
@@ -148,14 +148,23 @@ FsckReport Map::repair() {
                           "reachable records overlap or lie beyond the bump offset; repair cannot rebuild that");
   }
 
-  // Step 1: empty every free list first. From here on a crash leaves only
-  // leaked memory (nothing can be allocated from the bytes we rewrite next),
-  // and the next repair rebuilds it all.
-  for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
-    detail::SizeClass& sc = m.header->classes[c];
-    const detail::FreeHead old{atom(sc.head).load(std::memory_order_relaxed)};
-    atom(sc.head).store(detail::FreeHead::make(0, old.tag() + 1).raw, std::memory_order_relaxed);
+  // Step 1: empty every free list first: every heap (the orphans' and ours)
+  // and the pool. From here on a crash leaves only leaked memory (nothing can
+  // be allocated from the bytes we rewrite next), and the next repair
+  // rebuilds it all.
+  const std::uint32_t entries = detail::entries_in_use(m.header);
+  for (std::uint32_t e = 0; e < entries; ++e) {
+    detail::RegistryEntry& r = m.registry[e];
+    for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
+      detail::atom32(r.head[c]).store(0, std::memory_order_relaxed);
+      detail::atom32(r.count[c]).store(0, std::memory_order_relaxed);
+      detail::atom32(r.carved[c]).store(0, std::memory_order_relaxed);
+    }
+    for (std::uint64_t* w : {&r.op_slot, &r.pending, &r.freeing, &r.x_kind, &r.live, &r.used})
+      atom(*w).store(0, std::memory_order_relaxed);
   }
+  for (std::uint32_t c = 0; c < detail::kClasses; ++c)
+    for (std::uint64_t& cell : m.header->pool[c].cells) atom(cell).store(0, std::memory_order_relaxed);
   SHMAP_FAULT("repair: free lists emptied");
 
   std::vector<std::uint64_t> free_heads(detail::kClasses, 0);
@@ -179,7 +188,7 @@ FsckReport Map::repair() {
       // Release store and fence, as at F1 (arena.cpp): a read-only reader still
       // holding a stale slot word for this block sees the new generation
       // before any byte we write next, and discards its copy.
-      atom(b[0]).store(header_for_class(cls, gen).raw, std::memory_order_release);
+      atom(b[0]).store(detail::FreeHeader::make(gen, cls, 0), std::memory_order_release);
       std::atomic_thread_fence(std::memory_order_release);
       atom(b[1]).store(free_heads[cls], std::memory_order_relaxed);
       free_heads[cls] = from / 8;
@@ -195,16 +204,20 @@ FsckReport Map::repair() {
   if (top > cursor) cut_gap(cursor, top);
   SHMAP_FAULT("repair: gaps cut, lists not yet installed");
 
-  // Step 3: install the lists and the counters.
+  // Step 3: install the lists and the counters in our entry, then hand the
+  // excess to the pool.
+  detail::RegistryEntry& r = m.registry[mine];
+  std::uint64_t claimed = scan.report.live_keys + scan.report.deleted_slots;
   for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
-    detail::SizeClass& sc = m.header->classes[c];
-    const detail::FreeHead old{atom(sc.head).load(std::memory_order_relaxed)};
-    atom(sc.head).store(detail::FreeHead::make(free_heads[c], old.tag() + 1).raw, std::memory_order_relaxed);
-    atom(sc.in_use).store(scan.reachable_per_class[c], std::memory_order_relaxed);
-    atom(sc.carved).store(scan.reachable_per_class[c] + free_count[c], std::memory_order_relaxed);
+    detail::atom32(r.head[c]).store(static_cast<std::uint32_t>(free_heads[c]), std::memory_order_relaxed);
+    detail::atom32(r.count[c]).store(static_cast<std::uint32_t>(free_count[c]), std::memory_order_relaxed);
+    detail::atom32(r.carved[c])
+        .store(static_cast<std::uint32_t>(scan.reachable_per_class[c] + free_count[c]), std::memory_order_relaxed);
   }
-  atom(m.header->live_keys.value).store(scan.report.live_keys, std::memory_order_relaxed);
-  atom(m.header->used_slots.value).store(scan.report.live_keys + scan.report.deleted_slots, std::memory_order_relaxed);
+  atom(r.live).store(scan.report.live_keys, std::memory_order_relaxed);
+  atom(r.used).store(claimed, std::memory_order_relaxed);
+  atom(m.header->used_slots.value).store(claimed, std::memory_order_relaxed);
+  for (std::uint32_t c = 0; c < detail::kClasses; ++c) m.arena.donate(mine, c, detail::kLocalMax);
   return fsck();
 }
 

@@ -1,6 +1,7 @@
 #include "verify.hpp"
 
 #include <cinttypes>
+#include <cstdint>
 #include <cstdio>
 #include <string_view>
 
@@ -8,14 +9,22 @@ namespace shmap::stress {
 
 FsckReport recover_and_fsck(Map& map, FsckReport& before) {
   before = map.fsck();
-  return map.repair();
+  (void)map.recover();
+  return map.fsck();
 }
 
 namespace {
 
-// Parses "<prefix>A<middle>B..." where prefix/middle are literal texts; false
-// if the message does not have that shape.
-bool parse_pair(const std::string& msg, std::size_t after_prefix, std::string_view middle, std::uint64_t& a,
+// A number a counter message names: a sum of signed shares may be negative.
+struct Signed {
+  bool negative = false;
+  std::uint64_t magnitude = 0;
+};
+
+// Parses "<prefix>A<middle>B..." where prefix/middle are literal texts, A an
+// integer that may be negative and B a count; false if the message does not
+// have that shape.
+bool parse_pair(const std::string& msg, std::size_t after_prefix, std::string_view middle, Signed& a,
                 std::uint64_t& b) {
   std::size_t i = after_prefix;
   auto number = [&](std::uint64_t& out) {
@@ -25,10 +34,18 @@ bool parse_pair(const std::string& msg, std::size_t after_prefix, std::string_vi
       out = out * 10 + static_cast<std::uint64_t>(msg[i++] - '0');
     return i > start && i - start <= 19;
   };
-  if (!number(a)) return false;
+  a.negative = i < msg.size() && msg[i] == '-';
+  if (a.negative) ++i;
+  if (!number(a.magnitude)) return false;
   if (msg.compare(i, middle.size(), middle) != 0) return false;
   i += middle.size();
   return number(b);
+}
+
+// |a - b|, saturating.
+std::uint64_t distance(const Signed& a, std::uint64_t b) {
+  if (a.negative) return a.magnitude > UINT64_MAX - b ? UINT64_MAX : a.magnitude + b;
+  return a.magnitude > b ? a.magnitude - b : b - a.magnitude;
 }
 
 // The text after "size class N: " when msg starts so, else npos.
@@ -42,17 +59,18 @@ std::size_t after_size_class(const std::string& msg) {
   return i + 2;
 }
 
-// Drift accumulated so far per counter kind: a dead writer held at most one
-// block and had at most one update of each counter outstanding, so the drifts
-// of one kind summed over all size classes are bounded by the deaths too.
+// Drift accumulated so far per counter kind (live-key shares, used-slot
+// shares, carved blocks per size class): a dead writer held at most one block
+// and had at most one update of each counter outstanding, so the drifts of
+// one kind summed over all size classes are bounded by the deaths too.
 struct DriftTotals {
-  std::uint64_t by_kind[4] = {};
+  std::uint64_t by_kind[3] = {};
 };
 
 // Empty if the finding is explained by `deaths` dead writers; else why not.
 std::string explain(const std::string& msg, std::uint64_t deaths, std::uint64_t leak_bound, DriftTotals& totals) {
   if (deaths == 0) return "no writer died";
-  constexpr std::string_view kLeak = " carved bytes are neither reachable nor free";
+  constexpr std::string_view kLeak = " carved bytes are neither reachable, free, nor in flight";
   if (msg.ends_with(kLeak)) {
     std::uint64_t n = 0;
     if (std::sscanf(msg.c_str(), "%" SCNu64, &n) != 1) return "unrecognised leak message";
@@ -64,11 +82,11 @@ std::string explain(const std::string& msg, std::uint64_t deaths, std::uint64_t 
   struct Shape {
     std::string_view prefix, middle;
   };
-  static constexpr Shape kCounters[] = {{"live_keys counter is ", ", the index has "},
-                                        {"used_slots counter is ", ", the index has "}};
-  static constexpr Shape kClassCounters[] = {{"in_use is ", ", the index refers to "},
-                                             {"carved is ", ", reachable + free is "}};
-  std::uint64_t a = 0, b = 0;
+  static constexpr Shape kCounters[] = {{"live-key shares sum to ", ", the index has "},
+                                        {"used-slot shares sum to ", ", the index has "}};
+  static constexpr Shape kClassCounter = {"entries carved ", " blocks, reachable + free + in flight is "};
+  Signed a;
+  std::uint64_t b = 0;
   int kind = -1;
   bool parsed = false;
   for (int k = 0; k < 2; ++k) {
@@ -78,18 +96,16 @@ std::string explain(const std::string& msg, std::uint64_t deaths, std::uint64_t 
     }
   }
   if (const std::size_t rest = after_size_class(msg); rest != std::string::npos) {
-    for (int k = 0; k < 2; ++k) {
-      if (msg.compare(rest, kClassCounters[k].prefix.size(), kClassCounters[k].prefix) == 0) {
-        kind = 2 + k;
-        parsed = parse_pair(msg, rest + kClassCounters[k].prefix.size(), kClassCounters[k].middle, a, b);
-      }
+    if (msg.compare(rest, kClassCounter.prefix.size(), kClassCounter.prefix) == 0) {
+      kind = 2;
+      parsed = parse_pair(msg, rest + kClassCounter.prefix.size(), kClassCounter.middle, a, b);
     }
   }
   if (kind < 0) return "not a consequence of a kill";
   if (!parsed) return "unrecognised counter message";
-  const std::uint64_t drift = a > b ? a - b : b - a;
+  const std::uint64_t drift = distance(a, b);
   std::uint64_t& total = totals.by_kind[kind];
-  total += drift;
+  total = drift > UINT64_MAX - total ? UINT64_MAX : total + drift;
   if (total > deaths)
     return "off by " + std::to_string(drift) +
            (total > drift ? " (" + std::to_string(total) + " over all classes)" : "") + ", more than the " +

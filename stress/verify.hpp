@@ -24,12 +24,13 @@ struct KillLedger {
   std::set<std::uint64_t> owned_inflight;
 };
 
-// Runs fsck (into `before`: what the killed writers left behind, leaked
-// blocks and counter drift), then recovers the map and returns the fsck of the
-// result. The map is quiet here (every worker reaped), so recovery is
-// Map::repair(): free lists and counters rebuilt from the index. (Online
-// recovery while others keep running is the crash-safety issue's open part;
-// it would be called here instead.)
+// Runs fsck (into `before`: what the killed writers left behind: their
+// registry entries not yet recovered, the blocks their steps in flight held),
+// then recovers the map with Map::recover() (the online recovery every
+// writable open also runs: each dead writer's step finished or undone, exactly
+// what it held returned, its counter shares settled) and returns the fsck of
+// the result. The map is quiet here (every worker reaped), so that fsck is
+// exact: anything recovery did not return shows up in it.
 FsckReport recover_and_fsck(Map& map, FsckReport& before);
 
 // fsck's findings sorted into those the writer deaths explain and the rest.
@@ -46,14 +47,16 @@ struct FsckVerdict {
 };
 
 // A finding is explained only when writers died, and only if it is one of
-//   "<n> carved bytes are neither reachable nor free"   n <= deaths x largest block
-//   "live_keys counter is a, ..."                       |a - b| <= deaths
-//   "used_slots counter is a, ..."                      |a - b| <= deaths
-//   "size class N: in_use is a, ..."                    |a - b| <= deaths
-//   "size class N: carved is a, ..."                    |a - b| <= deaths
-// where the size-class drifts of one kind are summed over the classes (each
-// killed writer holds at most one block and has at most one update of each
-// counter outstanding). Everything else is a real violation.
+//   "<n> carved bytes are neither reachable, free, nor in flight"
+//                                                         n <= deaths x largest block
+//   "live-key shares sum to a, the index has b ..."       |a - b| <= deaths (a may be negative)
+//   "used-slot shares sum to a, the index has b ..."      |a - b| <= deaths
+//   "size class N: entries carved a blocks, reachable + free + in flight is b"
+//                                                         |a - b| <= deaths
+// where the size-class drifts are summed over the classes (each killed
+// writer holds at most one block and has at most one update of each counter
+// outstanding). Everything else is a real violation (a registry entry of a
+// dead process still unrecovered among them: recovery ran before).
 FsckVerdict judge_fsck(FsckReport report, std::uint64_t writer_deaths, std::uint64_t largest_block);
 
 struct CounterResult {

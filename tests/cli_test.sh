@@ -347,10 +347,10 @@ shmap 0 create "$tmp/fsckme" --capacity 16
 for k in a b c d e; do shmap 0 put "$tmp/fsckme" "$k" "value-$k"; done
 shmap 0 fsck "$tmp/fsckme"
 stdout_has "live keys        5"
-# Overwrite the whole index (16 slots at offset 81920: the 16 KiB header plus
-# the 64 KiB process registry, core/layout.hpp) with 0xff: every slot word
-# then has its reserved bit set and refers outside the arena.
-head -c 128 /dev/zero | tr '\0' '\377' | dd of="$tmp/fsckme" bs=1 seek=81920 conv=notrunc status=none
+# Overwrite the whole index (16 slots at offset 1064960: the 16 KiB header
+# plus the 1 MiB registry of 1024 one-KiB entries, core/layout.hpp) with 0xff:
+# every slot word then has its reserved bit set and refers outside the arena.
+head -c 128 /dev/zero | tr '\0' '\377' | dd of="$tmp/fsckme" bs=1 seek=1064960 conv=notrunc status=none
 shmap 5 fsck "$tmp/fsckme"
 stdout_has "violation: slot 0: reserved FROZEN bit set"
 stderr_has "violation(s)"

@@ -188,6 +188,42 @@ inline void edit_segment(const std::string& file, const std::function<void(char*
   ::munmap(p, std::size_t(st.st_size));
 }
 
+// The registry entries (core/layout.hpp: one per writing thread, with its
+// heap, intents and counter shares) of a whole segment mapped at `base`
+// (edit_segment).
+inline shmap::detail::RegistryEntry* registry_of(char* base) {
+  auto* h = reinterpret_cast<shmap::detail::SegmentHeader*>(base);
+  return reinterpret_cast<shmap::detail::RegistryEntry*>(base + h->fixed.registry_offset);
+}
+
+// The words of the arena block `ref` (arena offset / 8) of a segment mapped at `base`.
+inline std::uint64_t* arena_block(char* base, std::uint64_t ref) {
+  auto* h = reinterpret_cast<shmap::detail::SegmentHeader*>(base);
+  return reinterpret_cast<std::uint64_t*>(base + h->fixed.arena_offset + ref * 8);
+}
+
+// Lets `edit` change registry entry `e` of a segment file (its free lists,
+// intents or counter shares); `base` is the whole segment, for arena_block().
+inline void edit_entry(const std::string& file, std::uint32_t e,
+                       const std::function<void(shmap::detail::RegistryEntry&, char* base)>& edit) {
+  edit_segment(file, [&](char* base, std::size_t) {
+    REQUIRE(e < shmap::detail::kRegistryEntries);
+    edit(registry_of(base)[e], base);
+  });
+}
+
+// The registry entry of the only thread writing through `m` in this process.
+inline std::uint32_t own_entry(const shmap::Map& m) {
+  std::optional<std::uint32_t> mine;
+  for (const shmap::ProcessInfo& p : m.processes()) {
+    if (p.pid != ::getpid()) continue;
+    REQUIRE_FALSE(mine.has_value());  // one writing thread, one entry
+    mine = p.entry;
+  }
+  REQUIRE(mine.has_value());
+  return *mine;
+}
+
 inline void truncate_file(const std::string& file, off_t bytes) {
   if (::truncate(file.c_str(), bytes) != 0) throw std::system_error(errno, std::generic_category(), "truncate " + file);
 }

@@ -1,5 +1,6 @@
 // Segments corrupted behind the library's back (index words, record headers,
-// arena metadata forged with the structs of core/layout.hpp): every offset read
+// arena metadata: a thread's free-list head, a pool cell, the bump offset,
+// forged with the structs of core/layout.hpp): every offset read
 // from shared memory is bounds-checked, so each case must end in a
 // shmap::Error(errc::corrupt) naming the segment, never a wild read or a hang.
 #include <cstdint>
@@ -11,7 +12,6 @@
 using shmap::errc;
 using shmap::Map;
 using shmap::Status;
-using shmap::detail::FreeHead;
 using shmap::detail::HeaderFixed;
 using shmap::detail::RecordHeader;
 using shmap::detail::SegmentHeader;
@@ -92,14 +92,41 @@ TEST_CASE("a slot word whose record generation never matches is reported as corr
   REQUIRE_SHMAP_ERROR(m.for_each([](std::string_view, std::string_view) {}), errc::corrupt, g.name());
 }
 
-TEST_CASE("a free-list head outside the arena is reported as corrupt by the next allocation of its class") {
+TEST_CASE("a thread's free-list head outside the arena is reported as corrupt by the next allocation of its class") {
   SegmentGuard g;
   make_one_entry(g.name());
   // "k2" + an 8-byte value is a 24-byte record.
   const std::uint32_t cls = shmap::detail::size_class_of(RecordHeader::record_bytes_for(2, 8));
-  edit_header(g.file(), [&](SegmentHeader& h) {
-    h.classes[cls].head = FreeHead::make(h.fixed.arena_bytes / 8 + 16, 5).raw;
+  // Entry 0 is the heap the next opening thread adopts (entries are claimed
+  // lowest first): its list of the class now starts outside the arena.
+  edit_entry(g.file(), 0, [&](shmap::detail::RegistryEntry& e, char* base) {
+    const auto& fixed = reinterpret_cast<SegmentHeader*>(base)->fixed;
+    e.head[cls] = static_cast<std::uint32_t>(fixed.arena_bytes / 8 + 16);
+    e.count[cls] = 1;
   });
+  Map m = Map::open(g.name());
+  REQUIRE(own_entry(m) == 0);
+  REQUIRE_SHMAP_ERROR(m.insert("k2", "12345678"), errc::corrupt, g.name());
+  CHECK(m.get("k") == std::optional<std::string>("v"));
+}
+
+TEST_CASE("a pool cell naming a batch outside the arena is reported as corrupt by the next take of its class") {
+  SegmentGuard g;
+  make_one_entry(g.name());
+  const std::uint32_t cls = shmap::detail::size_class_of(RecordHeader::record_bytes_for(2, 8));
+  // The closing handle handed its list of the class (the rest of the chunk
+  // "k" was carved from) to the pool: point that cell outside the arena.
+  int forged = 0;
+  edit_segment(g.file(), [&](char* base, std::size_t) {
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    REQUIRE(registry_of(base)[0].head[cls] == 0);  // the opener's list is empty: it must take from the pool
+    for (std::uint64_t& cell : h->pool[cls].cells) {
+      if (cell == 0) continue;
+      cell = shmap::detail::pool_cell(h->fixed.arena_bytes / 8 + 16, static_cast<std::uint32_t>(cell >> 32));
+      ++forged;
+    }
+  });
+  REQUIRE(forged == 1);
   Map m = Map::open(g.name());
   REQUIRE_SHMAP_ERROR(m.insert("k2", "12345678"), errc::corrupt, g.name());
   CHECK(m.get("k") == std::optional<std::string>("v"));

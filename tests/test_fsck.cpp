@@ -60,7 +60,7 @@ TEST_CASE("fsck runs on a read-only mapping") {
   CHECK(Map::open(g.name(), ro).fsck().ok);
 }
 
-TEST_CASE("fsck reports carved bytes that are neither reachable nor free as leaked") {
+TEST_CASE("fsck reports carved bytes that are neither reachable, free, nor in flight as leaked") {
   SegmentGuard g;
   { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
   // A writer killed between carving a block and publishing it leaves exactly this.
@@ -68,7 +68,7 @@ TEST_CASE("fsck reports carved bytes that are neither reachable nor free as leak
   const FsckReport r = Map::open(g.name()).fsck();
   CHECK_FALSE(r.ok);
   CHECK(r.leaked_bytes == 48);
-  CHECK(mentions(r, "neither reachable nor free"));
+  CHECK(mentions(r, "48 carved bytes are neither reachable, free, nor in flight"));
 }
 
 TEST_CASE("fsck reports two slots referring to one record") {
@@ -120,32 +120,92 @@ TEST_CASE("fsck reports a key stored past an EMPTY slot of its probe sequence") 
   CHECK(mentions(r, "EMPTY slot"));
 }
 
-TEST_CASE("fsck reports a free list that loops back on itself") {
+TEST_CASE("fsck reports a thread's free list that loops back on itself") {
   SegmentGuard g;
-  {
-    Map m = Map::create(g.name(), small_options());
-    REQUIRE(m.insert_or_assign("k", "v1") == Status::inserted);
-    REQUIRE(m.insert_or_assign("k", "v2") == Status::assigned);  // frees the first record
-  }
-  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
-    auto* h = reinterpret_cast<SegmentHeader*>(base);
-    for (auto& sc : h->classes) {
-      const shmap::detail::FreeHead head{sc.head};
-      if (head.ref() == 0) continue;
-      auto* node = reinterpret_cast<std::uint64_t*>(base + h->fixed.arena_offset + head.ref() * 8);
-      node[1] = head.ref();  // link to itself
+  Map m = Map::create(g.name(), small_options());
+  REQUIRE(m.insert_or_assign("k", "v1") == Status::inserted);
+  REQUIRE(m.insert_or_assign("k", "v2") == Status::assigned);  // frees the first record onto this thread's list
+  const std::uint32_t cls = shmap::detail::size_class_of(shmap::detail::RecordHeader::record_bytes_for(1, 2));
+  // The writer is quiet (no write in flight): its heap is exactly its lists.
+  int looped = 0;
+  edit_entry(shm_file(g.name()), own_entry(m), [&](shmap::detail::RegistryEntry& e, char* base) {
+    for (std::uint32_t c = 0; c < shmap::detail::kClasses; ++c) {
+      const std::uint32_t head = e.head[c];
+      if (head == 0) continue;
+      arena_block(base, head)[1] = head;  // link to itself
+      ++looped;
+      CHECK(c == cls);
     }
   });
-  const FsckReport r = Map::open(g.name()).fsck();
+  REQUIRE(looped == 1);
+  const FsckReport r = m.fsck();
   CHECK_FALSE(r.ok);
+  INFO("first violation: " << (r.violations.empty() ? std::string("none") : r.violations.front()) << "; "
+                             << r.violation_count << " in all");
+  CHECK(mentions(r, "free list of entry " + std::to_string(own_entry(m)) + ", class " + std::to_string(cls)));
   CHECK(mentions(r, "cycle"));
 }
 
-TEST_CASE("fsck reports counters that disagree with the index") {
+TEST_CASE("fsck reports a pooled batch that loops back on itself") {
   SegmentGuard g;
   { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
-  edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.live_keys.value += 1; });
+  // Closing the handle handed the rest of the carved chunk to the pool.
+  int looped = 0;
+  edit_segment(shm_file(g.name()), [&](char* base, std::size_t) {
+    auto* h = reinterpret_cast<SegmentHeader*>(base);
+    for (auto& pc : h->pool)
+      for (std::uint64_t cell : pc.cells) {
+        if (cell == 0) continue;
+        const std::uint64_t first = cell & 0xffffffffu;
+        arena_block(base, first)[1] = first;
+        ++looped;
+      }
+  });
+  REQUIRE(looped == 1);
+  shmap::Options ro;
+  ro.read_only = true;
+  const FsckReport r = Map::open(g.name(), ro).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "pooled batch"));
+  CHECK(mentions(r, "cycle"));
+}
+
+TEST_CASE("fsck reports counter shares that disagree with the index") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_entry(shm_file(g.name()), 0, [](shmap::detail::RegistryEntry& e, char*) {
+    e.live += 1;
+    e.used += 2;
+  });
+  Map m = Map::open(g.name());
+  CHECK(m.size() == 2);  // size() is the sum of the live shares
+  const FsckReport r = m.fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "live-key shares sum to 2, the index has 1 live slots"));
+  CHECK(mentions(r, "used-slot shares sum to 3, the index has 1 claimed slots"));
+}
+
+TEST_CASE("fsck reports a negative live-key share sum as such") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  edit_entry(shm_file(g.name()), 0, [](shmap::detail::RegistryEntry& e, char*) { e.live -= 3; });
   const FsckReport r = Map::open(g.name()).fsck();
   CHECK_FALSE(r.ok);
-  CHECK(mentions(r, "live_keys counter"));
+  CHECK(mentions(r, "live-key shares sum to -2, the index has 1 live slots"));
+}
+
+TEST_CASE("fsck reports a carved count that disagrees with the blocks of its class") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  const std::uint32_t cls = shmap::detail::size_class_of(shmap::detail::RecordHeader::record_bytes_for(1, 1));
+  std::uint32_t carved = 0;
+  edit_entry(shm_file(g.name()), 0, [&](shmap::detail::RegistryEntry& e, char*) {
+    carved = e.carved[cls];
+    e.carved[cls] += 1;
+  });
+  REQUIRE(carved > 0);
+  const FsckReport r = Map::open(g.name()).fsck();
+  CHECK_FALSE(r.ok);
+  CHECK(mentions(r, "size class " + std::to_string(cls) + ": entries carved " + std::to_string(carved + 1) +
+                        " blocks, reachable + free + in flight is " + std::to_string(carved)));
 }

@@ -1,11 +1,14 @@
-// The process registry: writable handles attach and detach, a process killed
-// while attached is released by the next open, inherited handles re-attach
-// under the child's pid, and read-only handles never register.
+// The registry: one entry per thread writing through a writable handle (the
+// opening thread's claimed at open, lowest entry first, reused by the next
+// thread of the handle once its thread exits, all released with the handle),
+// a process killed while attached is recovered by the next open, inherited
+// handles re-attach under the child's pid, and read-only handles never register.
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.hpp"
@@ -43,6 +46,67 @@ TEST_CASE("a writable handle is listed with this process's pid while it is open,
   CHECK(Map::open(g.name(), ro).processes().empty());
 }
 
+TEST_CASE("each thread writing through a handle claims its own entry, lowest first, listed with its tid") {
+  SegmentGuard g;
+  {
+    Map m = Map::create(g.name(), small_options());
+    const auto at_open = m.processes();
+    REQUIRE(at_open.size() == 1);
+    CHECK(at_open[0].entry == 0);
+    CHECK(at_open[0].pid == ::getpid());
+    CHECK(at_open[0].tid == ::gettid());
+    CHECK(at_open[0].alive);
+    CHECK_FALSE(at_open[0].recovering);
+
+    // Reading claims nothing; the thread's first write claims the next entry.
+    std::vector<ProcessInfo> after_read, after_write;
+    pid_t first_tid = 0;
+    std::thread([&] {
+      first_tid = ::gettid();
+      (void)m.get("from-thread");
+      after_read = m.processes();
+      (void)m.insert("from-thread", "1");
+      after_write = m.processes();
+    }).join();
+    CHECK(after_read.size() == 1);
+    REQUIRE(after_write.size() == 2);
+    CHECK(after_write[1].entry == 1);
+    CHECK(after_write[1].pid == ::getpid());
+    CHECK(after_write[1].tid == first_tid);
+    CHECK(after_write[1].alive);
+
+    // The exited thread's entry stays with the handle, and the next thread
+    // that writes through the handle takes it over instead of a new one.
+    CHECK(m.processes().size() == 2);
+    std::vector<ProcessInfo> reused;
+    pid_t second_tid = 0;
+    std::thread([&] {
+      second_tid = ::gettid();
+      (void)m.insert("from-second-thread", "2");
+      reused = m.processes();
+    }).join();
+    REQUIRE(reused.size() == 2);
+    CHECK(reused[1].entry == 1);
+    CHECK(reused[1].tid == second_tid);
+
+    // Another handle's opening thread claims the lowest free entry.
+    {
+      Map second = Map::open(g.name());
+      const auto ps = second.processes();
+      REQUIRE(ps.size() == 3);
+      CHECK(ps[2].entry == 2);
+      CHECK(ps[2].tid == ::gettid());
+    }
+    CHECK(m.processes().size() == 2);
+    CHECK(m.get("from-thread") == "1");
+    CHECK(m.get("from-second-thread") == "2");
+  }
+  // Destroying the handle released every entry it held.
+  shmap::Options ro;
+  ro.read_only = true;
+  CHECK(Map::open(g.name(), ro).processes().empty());
+}
+
 TEST_CASE("a read-only handle does not register") {
   SegmentGuard g;
   Map writer = Map::create(g.name(), small_options());
@@ -53,7 +117,7 @@ TEST_CASE("a read-only handle does not register") {
   CHECK(reader.processes().size() == 1);
 }
 
-TEST_CASE("a process killed while attached is listed as dead, then released by the next open") {
+TEST_CASE("a process killed while attached is listed as dead, then recovered by the next open") {
   SegmentGuard g;
   Map m = Map::create(g.name(), small_options());
   int ready[2];

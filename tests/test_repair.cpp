@@ -1,17 +1,26 @@
 // repair(): rebuilds free lists and counters from the index when the map is
-// quiet, returns what killed writers leaked, and refuses to run beside other
-// attached processes (and makes them wait for nothing: they fail fast).
+// quiet (forged damage: leaked bytes, broken lists, drifted counter shares),
+// and refuses to run beside other attached processes or other writing threads
+// of its handle (and makes them wait for nothing: they fail fast).
+// recover(): writers SIGKILLed while attached are recovered online, by the
+// next writable open or an explicit recover(), with other processes attached:
+// exactly what they held goes back to the free lists.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "support.hpp"
 
 using shmap::errc;
 using shmap::FsckReport;
 using shmap::Map;
+using shmap::ProcessInfo;
+using shmap::RecoverReport;
 using shmap::Status;
 using shmap::detail::SegmentHeader;
 using namespace shmap_test;
@@ -19,6 +28,79 @@ using namespace shmap_test;
 namespace {
 
 std::string first_violation(const FsckReport& r) { return r.violations.empty() ? "clean" : r.violations.front(); }
+
+bool mentions(const FsckReport& r, const std::string& needle) {
+  return std::any_of(r.violations.begin(), r.violations.end(),
+                     [&](const std::string& v) { return v.find(needle) != std::string::npos; });
+}
+
+std::size_t dead_entries(const std::vector<ProcessInfo>& ps) {
+  return std::size_t(std::count_if(ps.begin(), ps.end(), [](const ProcessInfo& p) { return !p.alive; }));
+}
+
+std::size_t live_entries_of(const std::vector<ProcessInfo>& ps, pid_t pid) {
+  return std::size_t(std::count_if(ps.begin(), ps.end(), [&](const ProcessInfo& p) { return p.pid == pid && p.alive; }));
+}
+
+// Another process with the map open through a writable handle (and a write
+// of its own) until finish(), which lets it write once more and close the
+// handle normally.
+class AttachedChild {
+ public:
+  explicit AttachedChild(const std::string& name) {
+    REQUIRE(::pipe(ready_) == 0);
+    REQUIRE(::pipe(go_) == 0);
+    pid_ = spawn([&] {
+      ::close(ready_[0]);
+      ::close(go_[1]);
+      const std::string key = "attached-" + std::to_string(::getpid());
+      Map cm = Map::open(name);
+      if (cm.insert(key, "1") != Status::ok) return 2;
+      const char c = 'r';
+      if (!write_all(ready_[1], &c, 1)) return 3;
+      char d = 0;
+      if (!read_all(go_[0], &d, 1)) return 4;
+      if (cm.insert_or_assign(key, "2") != Status::assigned) return 5;
+      return 0;
+    });
+    ::close(ready_[1]);
+    ready_[1] = -1;
+    ::close(go_[0]);
+    go_[0] = -1;
+    char c = 0;
+    if (!read_all(ready_[0], &c, 1)) {
+      ::kill(pid_, SIGKILL);
+      const int rc = wait_child(pid_);
+      pid_ = -1;
+      FAIL("the attached child did not start (exit " << rc << ")");
+    }
+  }
+  AttachedChild(const AttachedChild&) = delete;
+  AttachedChild& operator=(const AttachedChild&) = delete;
+  ~AttachedChild() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      (void)wait_child(pid_);
+    }
+    for (int fd : {ready_[0], ready_[1], go_[0], go_[1]})
+      if (fd >= 0) ::close(fd);
+  }
+  pid_t pid() const { return pid_; }
+  std::string key() const { return "attached-" + std::to_string(pid_); }
+  // Lets the child write again and close its handle; returns its exit code (0: all went well).
+  int finish() {
+    const char d = 'g';
+    const bool sent = write_all(go_[1], &d, 1);
+    const int rc = wait_child(pid_);
+    pid_ = -1;
+    return sent ? rc : -3;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int ready_[2] = {-1, -1};
+  int go_[2] = {-1, -1};
+};
 
 }  // namespace
 
@@ -31,12 +113,16 @@ TEST_CASE("repair returns leaked bytes to the free lists and the map then reuses
   // A writer killed between carving a block and publishing it leaves this.
   edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.arena_top.value += 48; });
   Map m = Map::open(g.name());
-  REQUIRE(m.fsck().leaked_bytes == 48);
+  const FsckReport before = m.fsck();
+  REQUIRE(before.leaked_bytes == 48);
   const FsckReport r = m.repair();
   INFO(first_violation(r));
   CHECK(r.ok);
   CHECK(r.leaked_bytes == 0);
-  CHECK(r.free_bytes == 48);
+  // Exactly the leaked bytes became free (the rest of the chunk "k" was carved
+  // from was free already, in the pool).
+  CHECK(r.free_bytes == before.free_bytes + 48);
+  CHECK(r.carved_bytes == before.carved_bytes);
   CHECK(m.get("k") == "v");
   // A 48-byte record (8 header + 8 key + 32 value) takes the reclaimed block:
   // nothing new is carved.
@@ -48,23 +134,33 @@ TEST_CASE("repair returns leaked bytes to the free lists and the map then reuses
 
 TEST_CASE("repair fixes broken free lists and drifted counters") {
   SegmentGuard g;
-  {
-    Map m = Map::create(g.name(), small_options());
-    for (int i = 0; i < 50; ++i) REQUIRE(m.insert_or_assign("k" + std::to_string(i), "first") == Status::inserted);
-    for (int i = 0; i < 50; ++i) REQUIRE(m.insert_or_assign("k" + std::to_string(i), "second") == Status::assigned);
-  }
-  edit_segment(shm_file(g.name()), [](char* base, std::size_t) {
-    auto* h = reinterpret_cast<SegmentHeader*>(base);
-    h->live_keys.value += 7;
-    h->used_slots.value -= 3;
-    for (auto& sc : h->classes) {
-      const shmap::detail::FreeHead head{sc.head};
-      if (head.ref() == 0) continue;
-      auto* node = reinterpret_cast<std::uint64_t*>(base + h->fixed.arena_offset + head.ref() * 8);
-      node[1] = head.ref();  // a cycle
+  Map m = Map::create(g.name(), small_options());
+  for (int i = 0; i < 50; ++i) REQUIRE(m.insert_or_assign("k" + std::to_string(i), "first") == Status::inserted);
+  for (int i = 0; i < 50; ++i) REQUIRE(m.insert_or_assign("k" + std::to_string(i), "second") == Status::assigned);
+  // Damage the (quiet) writer's own entry: its counter shares drift (and the
+  // shared used-slot hint with them), then its free lists (which hold the
+  // replaced records) loop back on themselves.
+  const std::uint32_t mine = own_entry(m);
+  edit_segment(shm_file(g.name()), [&](char* base, std::size_t) {
+    reinterpret_cast<SegmentHeader*>(base)->used_slots.value -= 3;
+    shmap::detail::RegistryEntry& e = registry_of(base)[mine];
+    e.live += 7;
+    e.used -= 3;
+  });
+  CHECK(m.size() == 57);
+  const FsckReport drifted = m.fsck();
+  CHECK(mentions(drifted, "live-key shares sum to 57, the index has 50 live slots"));
+  CHECK(mentions(drifted, "used-slot shares sum to 47, the index has 50 claimed slots"));
+  int looped = 0;
+  edit_entry(shm_file(g.name()), mine, [&](shmap::detail::RegistryEntry& e, char* base) {
+    for (std::uint32_t c = 0; c < shmap::detail::kClasses; ++c) {
+      const std::uint32_t head = e.head[c];
+      if (head == 0) continue;
+      arena_block(base, head)[1] = head;  // a cycle
+      ++looped;
     }
   });
-  Map m = Map::open(g.name());
+  REQUIRE(looped > 0);
   REQUIRE_FALSE(m.fsck().ok);
   const FsckReport r = m.repair();
   INFO(first_violation(r));
@@ -127,8 +223,38 @@ TEST_CASE("a second handle in the same process also makes repair refuse") {
   REQUIRE_SHMAP_ERROR(m.repair(), errc::busy, g.name());
 }
 
-TEST_CASE("after writers are SIGKILLed at random moments, repair leaves a clean map with every key intact") {
+TEST_CASE("another thread writing through the same handle makes repair refuse until it exits") {
   SegmentGuard g;
+  Map m = Map::create(g.name(), small_options());
+  std::atomic<int> stage{0};
+  bool wrote = false;
+  std::thread t([&] {
+    wrote = m.insert("from-thread", "x") == Status::ok;  // claims the thread's own entry
+    stage.store(1);
+    stage.notify_all();
+    stage.wait(1);  // holds its entry until told to exit
+  });
+  stage.wait(0);
+  CHECK(live_entries_of(m.processes(), ::getpid()) == 2);
+  const auto refused = error_of([&] { (void)m.repair(); });
+  stage.store(2);
+  stage.notify_all();
+  t.join();
+  CHECK(wrote);
+  REQUIRE(refused.has_value());
+  CHECK(refused->code() == shmap::make_error_code(errc::busy));
+  // The exited thread's entry went idle in the handle; repair releases it.
+  const FsckReport r = m.repair();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(live_entries_of(m.processes(), ::getpid()) == 1);
+  CHECK(m.get("from-thread") == "x");
+  check_quiescent(m);
+}
+
+TEST_CASE("writers SIGKILLed at random moments are recovered online: the map ends clean with every key intact") {
+  SegmentGuard g;
+  // This process stays attached the whole time: every recovery below is online.
   Map m = Map::create(g.name(), small_options(4096, 8 << 20));
   std::mt19937_64 rng(12345);
   const int rounds = 30 / kSlowdown;
@@ -151,12 +277,19 @@ TEST_CASE("after writers are SIGKILLed at random moments, repair leaves a clean 
     REQUIRE(::kill(child, SIGKILL) == 0);
     REQUIRE(wait_child(child) == 128 + SIGKILL);
   }
-  // The killed writers' entries are released by repair's own reaping.
+  // Each child's open recovered the writer killed before it; only the last
+  // one (if it got as far as claiming an entry) is left.
+  const std::size_t dead = dead_entries(m.processes());
+  CHECK(dead <= 1);
   const FsckReport before = m.fsck();
-  WARN("before repair: fsck " << (before.ok ? "clean" : "reported damage") << ", leaked " << before.leaked_bytes
+  WARN("before recover: fsck " << (before.ok ? "clean" : "reported damage") << ", leaked " << before.leaked_bytes
                                << " bytes: " << first_violation(before));
-  const FsckReport r = m.repair();
-  INFO("before repair: " << first_violation(before) << "; after: " << first_violation(r));
+  const RecoverReport rec = m.recover();
+  CHECK(rec.entries == dead);
+  CHECK(rec.bytes_returned >= before.leaked_bytes);
+  CHECK(dead_entries(m.processes()) == 0);
+  const FsckReport r = m.fsck();
+  INFO("before recover: " << first_violation(before) << "; after: " << first_violation(r));
   CHECK(r.ok);
   CHECK(r.leaked_bytes == 0);
   // Every key still reads back as a well-formed value.
@@ -167,6 +300,12 @@ TEST_CASE("after writers are SIGKILLed at random moments, repair leaves a clean 
   });
   CHECK(bad == 0);
   check_quiescent(m);
+  // Recovery was exact: a rebuild from the index finds no more free bytes.
+  const FsckReport rebuilt = m.repair();
+  INFO("after repair: " << first_violation(rebuilt));
+  CHECK(rebuilt.ok);
+  CHECK(rebuilt.free_bytes == r.free_bytes);
+  CHECK(rebuilt.reachable_bytes == r.reachable_bytes);
 }
 
 TEST_CASE("repair cuts a free stretch larger than the largest size class into valid blocks") {
@@ -175,12 +314,13 @@ TEST_CASE("repair cuts a free stretch larger than the largest size class into va
   // 3 MiB carved and never written (zero headers): more than the largest class.
   edit_header(shm_file(g.name()), [](SegmentHeader& h) { h.arena_top.value += 3 << 20; });
   Map m = Map::open(g.name());
-  REQUIRE(m.fsck().leaked_bytes == (3u << 20));
+  const FsckReport before = m.fsck();
+  REQUIRE(before.leaked_bytes == (3u << 20));
   const FsckReport r = m.repair();
   INFO(first_violation(r));
   CHECK(r.ok);
   CHECK(r.leaked_bytes == 0);
-  CHECK(r.free_bytes == (3u << 20));
+  CHECK(r.free_bytes == before.free_bytes + (3u << 20));
   CHECK(m.get("k") == "v");
   check_quiescent(m);
 }
@@ -228,7 +368,7 @@ std::uint64_t kill_writers_until_leak(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("a writable open that finds writers died attached, with nobody else attached, repairs the map") {
+TEST_CASE("a writable open recovers writers that died attached: the map is clean, nothing leaked") {
   SegmentGuard g;
   { Map m = Map::create(g.name(), small_options(1024, 8 << 20)); }
   REQUIRE(kill_writers_until_leak(g.name()) > 0);
@@ -237,26 +377,63 @@ TEST_CASE("a writable open that finds writers died attached, with nobody else at
   INFO(first_violation(r));
   CHECK(r.ok);
   CHECK(r.leaked_bytes == 0);
+  CHECK(dead_entries(m.processes()) == 0);
   check_quiescent(m);
 }
 
-TEST_CASE("repair_on_open = false leaves what dead writers leaked for an explicit repair") {
+TEST_CASE("recover_on_open = false leaves the dead writer's entry for an explicit recover(), which returns exactly "
+          "the leaked bytes, with another process attached") {
   SegmentGuard g;
   { Map m = Map::create(g.name(), small_options(1024, 8 << 20)); }
+  AttachedChild holder(g.name());
   const std::uint64_t leaked = kill_writers_until_leak(g.name());
   shmap::Options no_auto;
-  no_auto.repair_on_open = false;
+  no_auto.recover_on_open = false;
   Map m = Map::open(g.name(), no_auto);
-  CHECK(m.fsck().leaked_bytes == leaked);
-  const FsckReport r = m.repair();
+  const FsckReport before = m.fsck();
+  INFO("before recover: " << first_violation(before));
+  CHECK(before.leaked_bytes == leaked);
+  CHECK(mentions(before, "died attached and is not yet recovered"));
+  CHECK(dead_entries(m.processes()) == 1);
+  const RecoverReport rec = m.recover();
+  CHECK(rec.entries == 1);
+  CHECK(rec.blocks_returned > 0);
+  CHECK(rec.bytes_returned == leaked);
+  const FsckReport r = m.fsck();
+  INFO("after recover: " << first_violation(r));
   CHECK(r.ok);
   CHECK(r.leaked_bytes == 0);
+  CHECK(r.free_bytes == before.free_bytes + leaked);
+  CHECK(dead_entries(m.processes()) == 0);
+  // Online: the other process stayed attached throughout, and keeps working.
+  CHECK(live_entries_of(m.processes(), holder.pid()) == 1);
+  const std::string holder_key = holder.key();
+  CHECK(holder.finish() == 0);
+  CHECK(m.get(holder_key) == "2");
+  CHECK(m.recover().entries == 0);  // nothing left to recover
+  check_quiescent(m);
 }
 
-TEST_CASE("an open that finds a dead writer while another process is attached does not repair, and still opens") {
+TEST_CASE("an open that finds a dead writer while other processes are attached recovers it online, and they keep "
+          "working") {
   SegmentGuard g;
-  Map holder = Map::create(g.name(), small_options(1024, 8 << 20));
-  const std::uint64_t leaked = kill_writers_until_leak(g.name());
-  Map m = Map::open(g.name());  // holder is attached: repair is skipped (busy)
-  CHECK(m.fsck().leaked_bytes == leaked);
+  Map same_process = Map::create(g.name(), small_options(1024, 8 << 20));
+  REQUIRE(same_process.insert("held", "1") == Status::ok);
+  AttachedChild other(g.name());
+  REQUIRE(kill_writers_until_leak(g.name()) > 0);
+  Map m = Map::open(g.name());  // others are attached: recovered online all the same
+  const FsckReport r = same_process.fsck();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(r.leaked_bytes == 0);
+  const auto ps = m.processes();
+  CHECK(dead_entries(ps) == 0);
+  CHECK(live_entries_of(ps, other.pid()) == 1);
+  CHECK(live_entries_of(ps, ::getpid()) == 2);
+  CHECK(same_process.insert_or_assign("held", "2") == Status::assigned);
+  const std::string other_key = other.key();
+  CHECK(other.finish() == 0);
+  CHECK(m.get(other_key) == "2");
+  CHECK(m.get("held") == "2");
+  check_quiescent(m);
 }

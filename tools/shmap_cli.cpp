@@ -288,10 +288,13 @@ int cmd_info(const Command&, const ParsedArgs& a) {
     out += "         none attached\n";
   } else {
     out += '\n';
-    out += fmt("  %8s %10s %-24s %s\n", "pid", "entry", "attached", "state");
+    out += fmt("  %8s %8s %6s %-24s %s\n", "pid", "tid", "entry", "attached", "state");
     for (const shmap::ProcessInfo& p : procs)
-      out += fmt("  %8" PRId64 " %10" PRIu32 " %-24s %s\n", p.pid, p.entry, utc_time(p.attached_unix_ns).c_str(),
-                 p.alive ? "alive" : "dead (released at the next open)");
+      out += fmt("  %8" PRId64 " %8" PRId64 " %6" PRIu32 " %-24s %s\n", p.pid, p.tid, p.entry,
+                 utc_time(p.attached_unix_ns).c_str(),
+                 !p.alive        ? "dead (recovered by `shmap recover` or the next writable open)"
+                 : p.recovering ? "alive, recovering or draining this entry"
+                                : "alive");
   }
   write_stdout(out);
   finish_stdout();
@@ -371,6 +374,7 @@ int cmd_fsck(const Command& cmd, const ParsedArgs& a) {
   std::printf("free             %llu blocks, %llu bytes\n", static_cast<unsigned long long>(r.free_blocks),
               static_cast<unsigned long long>(r.free_bytes));
   std::printf("carved           %llu bytes\n", static_cast<unsigned long long>(r.carved_bytes));
+  std::printf("in flight        %llu bytes\n", static_cast<unsigned long long>(r.held_bytes));
   std::printf("leaked           %llu bytes\n", static_cast<unsigned long long>(r.leaked_bytes));
   for (const std::string& v : r.violations) std::printf("violation: %s\n", v.c_str());
   if (r.violation_count > r.violations.size())
@@ -380,6 +384,19 @@ int cmd_fsck(const Command& cmd, const ParsedArgs& a) {
   if (r.ok) return kExitOk;
   return report({kExitCorrupt, "shmap: " + std::string(cmd.name) + " " + map.name() + ": " +
                                    std::to_string(r.violation_count) + " violation(s)"});
+}
+
+int cmd_recover(const Command&, const ParsedArgs& a) {
+  shmap::Options opts;
+  opts.recover_on_open = false;  // count what this command recovers
+  Map map = Map::open(a.positional[0], opts);
+  const shmap::RecoverReport r = map.recover();
+  std::printf("recovered        %u entries of dead processes\n", r.entries);
+  std::printf("returned         %llu blocks, %llu bytes\n", static_cast<unsigned long long>(r.blocks_returned),
+              static_cast<unsigned long long>(r.bytes_returned));
+  std::printf("orphan heaps     %u moved to the pool\n", r.orphans_borrowed);
+  finish_stdout();
+  return kExitOk;
 }
 
 int cmd_rm(const Command& cmd, const ParsedArgs& a) {
@@ -421,8 +438,8 @@ const std::vector<Command>& commands() {
        .details = "Prints the header (name, path, layout version, sizes, capacity, hash seed,\n"
                   "mode, creator, creation time) and the statistics: live keys, index slots\n"
                   "(live, deleted, empty), load factor, arena use, a per-size-class table,\n"
-                  "and the processes attached for writing (pid, registry entry, since when,\n"
-                  "alive or dead).\n"
+                  "and the writing threads attached (pid, thread id, registry entry, since\n"
+                  "when, alive or dead).\n"
                   "Maps the segment read-only.",
        .min_positional = 1,
        .max_positional = 1,
@@ -477,18 +494,32 @@ const std::vector<Command>& commands() {
        .summary = "check every invariant of a map; exit 5 on any violation",
        .details = "Walks the index and the arena and checks every invariant: slot words,\n"
                   "record bounds and generations, fingerprints, no duplicate keys, the probe\n"
-                  "invariant, free lists, counters, and that every carved arena byte is\n"
-                  "reachable or free (the rest is reported as leaked). Prints a summary and\n"
-                  "one line per violation. Exact on a quiet map; with writers running,\n"
-                  "records in flight can show as leaked. Maps the segment read-only.\n"
-                  "--repair first rebuilds the free lists and counters from the index (every\n"
-                  "carved byte no slot refers to becomes free: what killed writers leaked),\n"
-                  "then checks. It needs the map to itself: exit 3 if another process has it\n"
-                  "open for writing; others cannot open it for writing meanwhile.",
+                  "invariant, every thread's free lists and the pool, the counter shares,\n"
+                  "and that every carved arena byte is reachable, free, or held by a live\n"
+                  "writer's intent (the rest is reported as leaked). A process that died\n"
+                  "attached and is not yet recovered is a violation (`shmap recover`).\n"
+                  "Prints a summary and one line per violation. Exact on a quiet map.\n"
+                  "Maps the segment read-only.\n"
+                  "--repair first rebuilds the free lists and counters from the index (for\n"
+                  "damage; crashes are handled online by `recover`), then checks. It needs\n"
+                  "the map to itself: exit 3 if another process has it open for writing;\n"
+                  "others cannot open it for writing meanwhile.",
        .min_positional = 1,
        .max_positional = 1,
        .options = {{"repair", 0, "", "rebuild free lists and counters first (map must be quiet)"}},
        .run = cmd_fsck},
+      {.name = "recover",
+       .synopsis = "recover NAME",
+       .summary = "return what processes that died attached were holding (online)",
+       .details = "Finds the registry entries of processes that died with the map open for\n"
+                  "writing, finishes or undoes the step each of their threads was in, and\n"
+                  "returns exactly the blocks they held to the free lists. Other processes\n"
+                  "keep reading and writing meanwhile. Every writable open (put, del) does\n"
+                  "this too. Prints how many entries, blocks and bytes it recovered.",
+       .min_positional = 1,
+       .max_positional = 1,
+       .options = {},
+       .run = cmd_recover},
       {.name = "rm",
        .synopsis = "rm NAME [--force]",
        .summary = "remove (unlink) a segment",

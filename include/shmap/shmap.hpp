@@ -124,12 +124,19 @@ struct Options {
   // Map the segment read-only (open() only): writes throw Error(errc::read_only)
   // (after the key/value length checks, which return their Status first).
   bool read_only = false;
-  // When a writable open finds processes that died attached (their entries
-  // are released) and no other process has the map open for writing, run
-  // repair() right away, so the blocks they were writing are returned. Costs
-  // one pass over the index and the arena, only after such a death. A repair
-  // that cannot run (others attached, damaged index) is skipped silently.
-  bool repair_on_open = true;
+  // A writable open first recovers the registry entries of processes that
+  // died attached (recover()), so what they were writing is returned to the
+  // free lists. Online: other processes keep working meanwhile. Costs one
+  // liveness check (a /proc read) per attached thread of other processes.
+  bool recover_on_open = true;
+};
+
+// The result of Map::recover().
+struct RecoverReport {
+  std::uint32_t entries = 0;         // registry entries of dead processes recovered
+  std::uint64_t blocks_returned = 0; // blocks they held that went back to the free lists
+  std::uint64_t bytes_returned = 0;
+  std::uint32_t orphans_borrowed = 0;  // released heaps whose lists were moved to the pool
 };
 
 struct SizeClassStats {
@@ -162,21 +169,25 @@ struct FsckReport {
   std::uint64_t deleted_slots = 0;      // DELETED slots
   std::uint64_t reachable_blocks = 0;   // blocks referred to by a slot
   std::uint64_t reachable_bytes = 0;
-  std::uint64_t free_blocks = 0;        // blocks on the free lists
+  std::uint64_t free_blocks = 0;        // blocks on a free list (a thread's heap or the pool)
   std::uint64_t free_bytes = 0;
+  std::uint64_t held_bytes = 0;         // bytes a live writer's intent holds (in flight)
   std::uint64_t carved_bytes = 0;       // bytes cut from the arena
-  // Carved bytes neither reachable nor free: blocks a killed writer held (or
-  // blocks in flight in a live writer, if the map was not quiet).
+  // Carved bytes neither reachable, free nor held: blocks a killed writer
+  // held until recover() returns them.
   std::uint64_t leaked_bytes = 0;
 };
 
-// A process attached to a map (one per writable Map handle).
+// A registry entry in use: one per thread that wrote through a writable Map
+// handle (the opening thread claims its entry at open).
 struct ProcessInfo {
   std::uint32_t entry = 0;             // registry entry index
   std::int64_t pid = 0;
-  std::uint32_t start_time_low = 0;    // low 31 bits of its start time (clock ticks since boot)
+  std::int64_t tid = 0;                // the writing thread (Linux thread id)
+  std::uint32_t start_time_low = 0;    // low 30 bits of its start time (clock ticks since boot)
   std::uint64_t attached_unix_ns = 0;
-  bool alive = false;                  // false: killed while attached, not yet reaped
+  bool alive = false;                  // false: killed while attached, not yet recovered
+  bool recovering = false;             // a survivor holds the entry to recover or drain it
 };
 
 // Static facts of a segment, readable without writing anything.
@@ -300,20 +311,30 @@ class Map {
   // allocates O(live keys). Exact on a quiet map; with writers running it can
   // report blocks in flight as leaked and counters as off.
   FsckReport fsck() const;
+  // Recovers the registry entries of processes that died attached: each dead
+  // thread's step in flight (an allocation, a slot CAS, a free, a batch
+  // exchange) is finished or undone from its intent record, exactly the
+  // blocks it held go back to the free lists (once), and its share of the
+  // counters is settled. Online: other processes keep reading and writing.
+  // Also moves the free lists of released heaps to the shared pool. Writes
+  // also run it when their allocation runs short, and a writable open runs it
+  // (Options::recover_on_open). A writable handle. Lock-free.
+  RecoverReport recover();
   // Rebuilds the arena's free lists and counters from the index: every carved
-  // byte that no slot refers to becomes free (this returns what killed writers
-  // leaked), and live/used/per-class counters are recomputed. Needs the map to
-  // itself: throws Error(errc::busy) if another handle (of any process) is
-  // attached or another repair runs, and other processes cannot attach while
-  // it runs. Do not use this handle from other threads meanwhile. Refuses
+  // byte that no slot refers to becomes free, and the counters are recomputed.
+  // For damage, not for crashes (recover() handles those online). Needs the
+  // map to itself: throws Error(errc::busy) if a thread of any other process,
+  // or another thread through this handle, is attached, or another repair
+  // runs; other processes cannot attach while it runs. Refuses
   // (errc::corrupt) damage it cannot rebuild (bad slot words, duplicate keys).
   // Returns the fsck report of the repaired map. Blocking; a writable handle.
   FsckReport repair();
   Info info() const;
-  // The processes attached to the map: every writable handle registers when it
-  // is opened (read-only handles do not: they write nothing shared) and
-  // deregisters when destroyed; entries of processes that died attached are
-  // released by the next open. Writes no shared memory.
+  // The registry entries in use: one per thread writing through a writable
+  // handle (read-only handles do not register: they write nothing shared),
+  // released when the handle is destroyed; entries of processes that died
+  // attached are listed as not alive until recover() (or the next writable
+  // open) recovers them. Writes no shared memory.
   std::vector<ProcessInfo> processes() const;
   const std::string& name() const noexcept;
   bool read_only() const noexcept;
