@@ -7,10 +7,12 @@
 //     state word             INITIALIZING -> READY
 //     maintenance            owner of a running repair (0: none)
 //     reserved               room for online growth
-//     counters               live keys, used slots      (own cache lines)
+//     used slots             a hint for the used-slot limit (own cache line)
 //     arena top              bump offset                (own cache line)
-//     size classes[kClasses] tagged free-list head, carved, in_use (a cache line each)
-//   registry_offset          RegistryEntry[kRegistryEntries]: attached processes
+//     entries used           1 + highest registry entry ever claimed
+//     pool[kClasses]         cells naming pooled batches of free blocks
+//   registry_offset          RegistryEntry[kRegistryEntries]: one per writing
+//                            thread: owner, intents, counter shares, its heap
 //   index_offset             SlotWord[index_slots]      (power of two, page aligned)
 //   arena_offset             arena_bytes of records     (page aligned, sparse)
 //   total_bytes              rounded up to 2 MiB (hugetlbfs-friendly)
@@ -23,8 +25,8 @@
 //   bits  0..31  ref: record offset from the arena base in 8-byte units
 //   EMPTY = all zero. LIVE = ref != 0, DELETED clear. DELETED = ref != 0,
 //   DELETED set: the slot still belongs to its key (so re-inserting the key
-//   reuses it), and the record it refers to holds the key (and, if it was not
-//   worth shrinking, the old value, which is never returned).
+//   reuses it), and the record it refers to holds the key (a fresh key-only
+//   record; only if the arena had no block for it, the old record).
 //
 // Record (8-byte aligned, in an arena block of its size class):
 //   word 0   RecordHeader: gen (32) | key_len (12) | value_len (20)
@@ -32,9 +34,9 @@
 //   value    value_len bytes, zero padded to 8
 // gen is even while the block holds a record, odd while it is free; every
 // allocation and every free increments it, so it changes before any byte of the
-// block is rewritten (the seqlock readers validate against). A free block keeps
-// its lengths (so its size class stays known) and stores the free-list link in
-// word 1.
+// block is rewritten (the seqlock readers validate against). A free block's
+// header is a FreeHeader (odd generation, size class, holder) and word 1 links
+// it into a free list.
 #pragma once
 
 #include <atomic>
@@ -117,8 +119,6 @@ struct RecordHeader {
   static constexpr std::uint64_t record_bytes_for(std::uint64_t klen, std::uint64_t vlen) {
     return 8 + pad8(klen) + pad8(vlen);
   }
-  // The same lengths with the generation advanced by one (alloc <-> free).
-  constexpr RecordHeader next_gen() const { return RecordHeader{raw + (std::uint64_t{1} << 32)}; }
 };
 
 // ---------------------------------------------------------------------------
@@ -288,7 +288,7 @@ struct SegmentHeader {
   std::uint32_t state;     // SegmentState, atomic
   std::uint32_t pad0;
   // Reserved for the process registry and for online growth (index generation,
-  // migration cursor). Zero in layout version 1.
+  // migration cursor). Zero in layout version 2.
   // Owner word (Owner) of a process running repair(), 0 otherwise. While it is
   // set by a live process, attaching is refused (errc::busy).
   std::uint64_t maintenance;

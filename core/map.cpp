@@ -19,7 +19,10 @@
 //                 K's live slot word]
 //   assign/cas/   CAS LIVE(old) -> LIVE(new), then free the old record.
 //   fetch_add     [the successful CAS; "mismatch": the load of the slot word]
-//   erase         CAS LIVE -> DELETED, then free the record. [the CAS]
+//   erase         CAS LIVE -> DELETED(fresh key-only record), then free the
+//                 old record. [the CAS]
+// Every CAS is bracketed by the writer's slot intent (map_impl.hpp, publish),
+// from which recovery (recover.cpp) decides whether a dead writer's CAS happened.
 //
 // READS WRITE NOTHING SHARED. A record is immutable while it is published; it
 // is freed only after it was unlinked, and its generation (header word) changes
