@@ -77,7 +77,7 @@ std::uint64_t Arena::allocate(std::uint32_t ei, std::uint32_t klen, std::uint32_
   atom32(e.count[cls]).store(atom32(e.count[cls]).load(std::memory_order_relaxed) - 1, std::memory_order_release);
   SHMAP_FAULT("allocate: popped, header not yet written");
 
-  const RecordHeader fresh = RecordHeader::make(old.gen() + 1, klen, vlen);  // odd -> even
+  const RecordHeader fresh = RecordHeader::make(RecordHeader::allocated_gen(old.gen()), klen, vlen);  // odd -> even, never 0
   // Site A1. The release fence orders the new generation before every later
   // store into the block (key, value); it pairs with the acquire fence in a
   // reader's validation (map_impl.hpp, R3): a reader that saw any of the new
@@ -156,6 +156,8 @@ void Arena::donate(std::uint32_t ei, std::uint32_t cls, std::uint32_t keep) {
     const std::uint32_t k = std::min(count - keep, kBatchBlocks);
     // Relaxed (all list reads): our own list.
     const std::uint64_t first = atom32(e.head[cls]).load(std::memory_order_relaxed);
+    if (first == 0) return;  // the length hint ran ahead of the list (only after damage)
+    if (!in_bounds(first, size_class_bytes(cls))) corrupt("free-list head out of bounds", first);
     std::uint64_t last = first;
     std::uint32_t taken = 1;
     for (; taken < k; ++taken) {
@@ -211,10 +213,13 @@ bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
     const auto gen = static_cast<std::uint32_t>(cell >> 32);
     if (!in_bounds(first, size_class_bytes(cls))) corrupt("a pool cell points outside the arena", first);
     std::uint64_t expected = FreeHeader::make(gen, cls, 0);
-    // Relaxed: the CAS below decides; a stale cell only costs a retry.
-    if (atom(block(first)[0]).load(std::memory_order_relaxed) != expected) {
+    // Acquire: if the batch was taken, we see its taker's header, and clear
+    // the cell only after it (recovery of a donor reads the cells, then the
+    // header: a cleared cell must come with the taken header).
+    if (atom(block(first)[0]).load(std::memory_order_acquire) != expected) {
       // Taken already (its taker died before clearing the cell): clear the hint.
-      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_relaxed);  // Relaxed: a hint.
+      // Release: see the acquire above.
+      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_release, std::memory_order_relaxed);
       continue;
     }
     atom(e.x_ref).store(first, std::memory_order_relaxed);
@@ -229,8 +234,9 @@ bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
         expected, FreeHeader::make(gen, cls, ei + 1), std::memory_order_acq_rel, std::memory_order_relaxed);
     if (won) {
       SHMAP_FAULT("take: batch taken, not yet on the list");
-      // Relaxed: the cell is a hint; a failure means someone cleared it.
-      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_relaxed);
+      // Release: a survivor that sees the cell cleared sees our header CAS
+      // (recover.cpp, donate). A failure means someone cleared it.
+      atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_release, std::memory_order_relaxed);
       const std::uint32_t n = chain_length(first, kBatchBlocks);
       atom32(e.head[cls]).store(static_cast<std::uint32_t>(first), std::memory_order_release);  // Release (list).
       atom32(e.count[cls]).store(n, std::memory_order_release);  // Release: length hint.

@@ -234,6 +234,11 @@ class Checker {
       // A live writer mid-step: what its intents hold is in flight.
       if (const std::uint64_t p = load(r.pending)) held_block(p & 0xffffffffu);
       if (const std::uint64_t f = load(r.freeing)) held_block(f & 0xffffffffu);
+      if (load(r.op_slot) != 0) {
+        // Between its CAS and `freeing`, the record it unlinked is held by the slot intent.
+        const SlotWord ex{load(r.op_expected)}, de{load(r.op_desired)};
+        if (ex.has_record() && ex.ref() != de.ref()) held_block(ex.ref());
+      }
       const auto kind = static_cast<detail::Exchange>(load(r.x_kind));
       const std::uint64_t ref = load(r.x_ref);
       if (kind == detail::Exchange::carve || kind == detail::Exchange::carved) {

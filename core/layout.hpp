@@ -113,6 +113,12 @@ struct RecordHeader {
   constexpr std::uint32_t key_len() const { return std::uint32_t((raw >> kValueLenBits) & kKeyLenMask); }
   constexpr std::uint32_t value_len() const { return std::uint32_t(raw & kValueLenMask); }
   constexpr bool is_allocated() const { return (gen() & 1u) == 0; }
+  // The generation an allocation gives a free block of generation `free_gen`
+  // (odd): the next even one, skipping 0 on wrap, so that no block header is
+  // ever 0 in its generation half (a CarveClaim's mark).
+  static constexpr std::uint32_t allocated_gen(std::uint32_t free_gen) {
+    return free_gen + 1 == 0 ? 2 : free_gen + 1;
+  }
   // Total record bytes (header + padded key + padded value).
   constexpr std::uint64_t record_bytes() const { return record_bytes_for(key_len(), value_len()); }
   static constexpr std::uint64_t pad8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
@@ -147,6 +153,9 @@ inline constexpr std::uint64_t kMaxRecordBytes =
     RecordHeader::record_bytes_for(RecordHeader::kKeyLenMask, RecordHeader::kValueLenMask);
 inline constexpr std::uint32_t kClasses = size_class_of(kMaxRecordBytes) + 1;
 
+static_assert(RecordHeader::allocated_gen(0xffffffffu) == 2 && RecordHeader::allocated_gen(1) == 2 &&
+                  RecordHeader::allocated_gen(7) == 8,
+              "allocation makes a free (odd) generation even, never 0");
 static_assert(size_class_bytes(size_class_of(24)) == 24, "8-byte key + 8-byte value records must not be padded");
 static_assert(size_class_bytes(size_class_of(65)) == 80 && size_class_bytes(size_class_of(129)) == 160,
               "size classes grow by a quarter per step past 64 bytes");

@@ -77,14 +77,22 @@ struct Map::Impl {
   detail::RegistryEntry& me(std::uint32_t e) const { return registry[e]; }
 
   // Recovery (recover.cpp).
-  RecoverReport recover_dead(std::uint32_t self);
+  // `repairing`: the caller holds the maintenance mark (repair), which the
+  // borrow would otherwise take for a running repair and back off from.
+  RecoverReport recover_dead(std::uint32_t self, bool repairing = false);
   std::uint32_t borrow_orphans(std::uint32_t self, std::uint32_t cls);
   // Allocation with the slow path: pool, carve, then recover dead entries and
   // borrow orphan heaps, then once more.
   std::uint64_t allocate(std::uint32_t e, std::uint32_t klen, std::uint32_t vlen) {
     if (const std::uint64_t ref = arena.allocate(e, klen, vlen)) return ref;
     const std::uint32_t cls = detail::size_class_of(RecordHeader::record_bytes_for(klen, vlen));
-    recover_dead(e);
+    try {
+      recover_dead(e);
+    } catch (const Error& err) {
+      // A dead entry recovery cannot undo (damage): this write still gets
+      // what the pool and orphans have; fsck and repair deal with the damage.
+      if (err.code() != make_error_code(errc::corrupt)) throw;
+    }
     borrow_orphans(e, cls);
     return arena.allocate(e, klen, vlen);
   }
@@ -295,9 +303,12 @@ struct Map::Impl {
     // Relaxed (loads): our own entry.
     const std::uint64_t live_after = atom(r.live).load(std::memory_order_relaxed) + std::uint64_t(live_delta);
     const std::uint64_t used_after = atom(r.used).load(std::memory_order_relaxed) + (old.is_empty() ? 1 : 0);
-    // Relaxed: published by the release store of op_slot.
-    atom(r.op_expected).store(old.raw, std::memory_order_relaxed);
-    atom(r.op_desired).store(desired.raw, std::memory_order_relaxed);
+    // Release (both): a survivor that reads op_slot of an earlier intent and
+    // then these words of a later one (recover.cpp, decide) sees, through
+    // them, everything this thread did before: the earlier op's free.
+    atom(r.op_expected).store(old.raw, std::memory_order_release);
+    atom(r.op_desired).store(desired.raw, std::memory_order_release);
+    // Relaxed (both): published by the release store of op_slot.
     atom(r.op_live_after).store(live_after, std::memory_order_relaxed);
     atom(r.op_used_after).store(used_after, std::memory_order_relaxed);
     atom(r.op_slot).store(pos + 1, std::memory_order_release);  // Release (intent).

@@ -105,6 +105,8 @@ class Recovery {
     const auto cls = static_cast<std::uint32_t>(cls_word & 0xff);
     const auto blocks = static_cast<std::uint32_t>(cls_word >> 8);
     if (cls >= detail::kClasses) a_.corrupt("an exchange intent names no size class", ref);
+    if (kind == Exchange::donate && (blocks == 0 || blocks > detail::kBatchBlocks))
+      a_.corrupt("a donate intent names an impossible batch length", ref);
     if (kind == Exchange::take) {
       const std::uint64_t held = FreeHeader::make(static_cast<std::uint32_t>(gen_or_bytes), cls, j_ + 1);
       if (header_of(ref) == held && load32(r_.head[cls]) != ref) {
@@ -135,6 +137,9 @@ class Recovery {
       const std::uint64_t offset = ref * 8;
       const bool claimed = header_of(ref) == detail::CarveClaim::make(j_ + 1, gen_or_bytes);
       if (claimed || kind == Exchange::carved) {
+        // Marked won before the claim word is overwritten by the cut, as the
+        // owner does, so a survivor killed mid-cut leaves "carved" behind.
+        store(r_.x_kind, std::uint64_t(Exchange::carved));
         if (claimed) {
           a_.help_bump(offset);
           a_.cut_chunk(offset, gen_or_bytes, cls);
@@ -174,9 +179,13 @@ class Recovery {
     if (rh.is_allocated() && rh.gen() == gen) {
       a_.free_recorded(j_, ref);
       count_returned(1, detail::block_class(h));
-    } else if (!rh.is_allocated() && rh.gen() == gen + 1 && load32(r_.head[FreeHeader::cls_of(h)]) != ref) {
-      a_.push_local(j_, ref, FreeHeader::cls_of(h));
-      count_returned(1, FreeHeader::cls_of(h));
+    } else if (!rh.is_allocated() && rh.gen() == gen + 1) {
+      const std::uint32_t cls = FreeHeader::cls_of(h);
+      if (cls >= detail::kClasses) a_.corrupt("a freed block names no size class", ref);
+      if (load32(r_.head[cls]) != ref) {  // freed, not yet pushed
+        a_.push_local(j_, ref, cls);
+        count_returned(1, cls);
+      }
     }
     store(r_.freeing, 0);
   }
@@ -195,14 +204,21 @@ class Recovery {
   // `freeing`; each a release, and our loads acquire (and the slot's CASes
   // form one release sequence), so whichever step it is at, one of 1-4 sees it.
   bool decide(std::uint64_t pos, SlotWord desired, std::uint64_t pending) {
-    if (load(m_.index[pos]) == desired.raw) return true;
+    // D, or D marked DELETED in place (an erase that found the arena full):
+    // only a writer that read D from the slot can produce either.
+    const std::uint64_t marked = desired.deleted().raw;
+    const std::uint64_t now = load(m_.index[pos]);
+    if (now == desired.raw || now == marked) return true;
     if ((pending & kRefMask) != desired.ref()) return true;
-    const auto published_gen = static_cast<std::uint32_t>(pending >> 32) + 1;
+    const std::uint32_t published_gen = RecordHeader::allocated_gen(static_cast<std::uint32_t>(pending >> 32));
     const std::uint32_t n = detail::entries_in_use(m_.header);
     for (std::uint32_t k = 0; k < n; ++k) {
       if (k == j_) continue;
       RegistryEntry& o = m_.registry[k];
-      if (load(o.op_slot) == pos + 1 && load(o.op_expected) == desired.raw) return true;
+      if (load(o.op_slot) == pos + 1) {
+        const std::uint64_t expected = load(o.op_expected);
+        if (expected == desired.raw || expected == marked) return true;
+      }
       const std::uint64_t f = load(o.freeing);
       if ((f & kRefMask) == desired.ref() && static_cast<std::uint32_t>(f >> 32) == published_gen) return true;
     }
@@ -259,7 +275,7 @@ class Recovery {
       if (!rh.is_allocated() && rh.gen() == popped_gen) {
         a_.push_local(j_, ref, cls);  // popped, not yet allocated
         count_returned(1, cls);
-      } else if (rh.is_allocated() && rh.gen() == popped_gen + 1) {
+      } else if (rh.is_allocated() && rh.gen() == RecordHeader::allocated_gen(popped_gen)) {
         give_back(ref);  // allocated, never published (free() clears `pending`)
       }
     }
@@ -270,10 +286,11 @@ class Recovery {
 // Claims entry j from the owner word `seen` with our identity as borrower.
 // Seq_cst, then the maintenance mark (seq_cst): the Dekker pair with repair,
 // as in attach(). False if we lost the race or a repair runs.
-bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner borrower) {
+bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner borrower, bool repairing) {
   if (!atom(m.registry[j].owner).compare_exchange_strong(seen, borrower.raw, std::memory_order_seq_cst,
                                                         std::memory_order_relaxed))
     return false;
+  if (repairing) return true;  // the mark is ours
   const std::uint64_t mark = atom(m.header->maintenance).load(std::memory_order_seq_cst);
   if (mark != 0 && detail::owner_alive(detail::Owner{mark})) {
     // Seq_cst: give the entry back as we found it.
@@ -285,7 +302,7 @@ bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner bor
 
 }  // namespace
 
-RecoverReport Map::Impl::recover_dead(std::uint32_t self) {
+RecoverReport Map::Impl::recover_dead(std::uint32_t self, bool repairing) {
   RecoverReport report;
   const detail::Owner borrower = detail::self_owner().as_borrower();
   const std::uint32_t n = detail::entries_in_use(header);
@@ -294,7 +311,7 @@ RecoverReport Map::Impl::recover_dead(std::uint32_t self) {
     // Acquire: with the claim below, makes the dead owner's stores visible.
     const std::uint64_t raw = atom(registry[j].owner).load(std::memory_order_acquire);
     if (raw == 0 || detail::owner_alive(detail::Owner{raw})) continue;
-    if (!borrow(*this, j, raw, borrower)) continue;
+    if (!borrow(*this, j, raw, borrower, repairing)) continue;
     try {
       Recovery(*this, j, report).run();
     } catch (...) {
@@ -320,8 +337,15 @@ std::uint32_t Map::Impl::borrow_orphans(std::uint32_t self, std::uint32_t cls) {
     // Relaxed (both): hints; the borrow CAS decides.
     if (atom(r.owner).load(std::memory_order_relaxed) != 0) continue;
     if (cls < detail::kClasses && detail::atom32(r.head[cls]).load(std::memory_order_relaxed) == 0) continue;
-    if (!borrow(*this, j, 0, borrower)) continue;
-    for (std::uint32_t c = 0; c < detail::kClasses; ++c) arena.donate(j, c, 0);
+    if (!borrow(*this, j, 0, borrower, false)) continue;
+    try {
+      for (std::uint32_t c = 0; c < detail::kClasses; ++c) arena.donate(j, c, 0);
+    } catch (const Error&) {
+      // A damaged orphan list: leave it (fsck reports it, repair rebuilds it),
+      // released, so it does not look attached.
+      detail::detach(registry, j, borrower);
+      continue;
+    }
     detail::detach(registry, j, borrower);
     ++borrowed;
     if (cls < detail::kClasses) break;  // one heap is enough to refill one class

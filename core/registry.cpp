@@ -75,6 +75,14 @@ std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, st
     // previous owner's release in detach(), with its heap.
     if (!atom(e.owner).compare_exchange_strong(expected, me.raw, std::memory_order_seq_cst, std::memory_order_relaxed))
       continue;
+    // Seq_cst: raised before the mark is read, so a repairer whose mark we
+    // miss scans this entry (its M2 reads entries_used after its M1). Also
+    // the release that entries_in_use() pairs with.
+    std::uint64_t used = atom(header->entries_used.value).load(std::memory_order_relaxed);
+    while (used < index + 1 &&
+           !atom(header->entries_used.value)
+                .compare_exchange_weak(used, index + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    }
     // Seq_cst: see the claim above.
     std::uint64_t mark = atom(header->maintenance).load(std::memory_order_seq_cst);
     if (mark != 0 && !owner_alive(Owner{mark})) {
@@ -86,12 +94,6 @@ std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, st
       detach(entries, index, me);
       throw_error(errc::busy, segment,
                   "being repaired by pid " + std::to_string(Owner{mark}.pid()) + "; open it again when it is done");
-    }
-    // Release: see entries_in_use(). Raised to cover this entry before any scan can need it.
-    std::uint64_t used = atom(header->entries_used.value).load(std::memory_order_relaxed);
-    while (used < index + 1 &&
-           !atom(header->entries_used.value)
-                .compare_exchange_weak(used, index + 1, std::memory_order_release, std::memory_order_relaxed)) {
     }
     const auto now = std::chrono::system_clock::now().time_since_epoch();
     // Relaxed: informational; read by list() after it sees the owner.

@@ -20,8 +20,9 @@
 //      beyond the bump offset) -> errc::corrupt, nothing written;
 //   1. every free list is emptied (every entry's heap and the pool; the
 //      entries' counter shares and intents zeroed), so a repair killed from
-//      here on leaves only leaked memory (and a dead mark, which the next
-//      attacher clears), which the next repair returns;
+//      here on leaves only leaked memory and zeroed counter shares (and a
+//      dead mark, which the next attacher clears), which the next repair
+//      rebuilds;
 //   2. every carved byte not in a reachable block is cut into free blocks:
 //      along the old block boundaries while the old headers say where they
 //      are, then greedily (largest class first, no remainder under 16 bytes);
@@ -92,21 +93,34 @@ class MaintenanceMark {
 };
 
 // Recovers dead processes' entries, releases this handle's idle entries,
-// and refuses if any entry but `mine` is still held.
-void require_alone(Map::Impl& m, std::uint32_t mine) {
-  (void)m.recover_dead(mine);
+// and refuses if any entry but `mine` is held by a live owner. Returns the
+// entries still held by dead owners (their recovery met damage): the rebuild
+// zeroes them and releases them.
+std::vector<std::uint32_t> require_alone(Map::Impl& m, std::uint32_t mine) {
+  try {
+    (void)m.recover_dead(mine, true);
+  } catch (const Error& e) {
+    if (e.code() != make_error_code(errc::corrupt)) throw;
+  }
   m.release_idle(true);
   std::string others;
-  const std::uint32_t n = detail::entries_in_use(m.header);
-  for (std::uint32_t i = 0; i < n; ++i) {
+  std::vector<std::uint32_t> dead;
+  // Every entry, not only those below entries_used: an attacher raises that
+  // mark after its claim.
+  for (std::uint32_t i = 0; i < detail::kRegistryEntries; ++i) {
     // Site M2, seq_cst: see the file comment.
     const detail::Owner o{atom(m.registry[i].owner).load(std::memory_order_seq_cst)};
     if (o.is_free() || i == mine) continue;
+    if (!detail::owner_alive(o)) {
+      dead.push_back(i);
+      continue;
+    }
     others += (others.empty() ? "" : ", ") + std::to_string(o.pid());
   }
   if (!others.empty())
     detail::throw_error(errc::busy, m.mapping.name,
                         "repair needs the map to itself; other writing threads are attached (pids " + others + ")");
+  return dead;
 }
 
 }  // namespace
@@ -115,7 +129,7 @@ FsckReport Map::repair() {
   Impl& m = *impl_;
   const std::uint32_t mine = m.writer();
   const MaintenanceMark mark(m, detail::self_owner());
-  require_alone(m, mine);
+  const std::vector<std::uint32_t> dead = require_alone(m, mine);
 
   detail::IndexScan scan = detail::scan_index(m);
   if (!scan.report.ok)
@@ -217,6 +231,14 @@ FsckReport Map::repair() {
   atom(r.live).store(scan.report.live_keys, std::memory_order_relaxed);
   atom(r.used).store(claimed, std::memory_order_relaxed);
   atom(m.header->used_slots.value).store(claimed, std::memory_order_relaxed);
+  // Entries of dead owners whose recovery met damage: zeroed in step 1, and
+  // released now (a CAS: a survivor that borrowed one meanwhile backs off
+  // from our mark and puts it back).
+  for (const std::uint32_t e : dead) {
+    std::uint64_t owner = atom(m.registry[e].owner).load(std::memory_order_relaxed);
+    if (owner != 0 && !detail::owner_alive(detail::Owner{owner}))
+      atom(m.registry[e].owner).compare_exchange_strong(owner, 0, std::memory_order_release, std::memory_order_relaxed);
+  }
   for (std::uint32_t c = 0; c < detail::kClasses; ++c) m.arena.donate(mine, c, detail::kLocalMax);
   return fsck();
 }

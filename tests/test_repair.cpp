@@ -437,3 +437,54 @@ TEST_CASE("an open that finds a dead writer while other processes are attached r
   CHECK(m.get("held") == "2");
   check_quiescent(m);
 }
+
+TEST_CASE("repair recovers a dead writer's entry itself, and takes over one whose intents are damaged") {
+  SegmentGuard g;
+  { Map m = Map::create(g.name(), small_options()); REQUIRE(m.insert("k", "v") == Status::ok); }
+  // A writer dies attached; nobody recovers it before the repair.
+  const pid_t child = spawn([&]() -> int {
+    Map cm = Map::open(g.name());
+    if (cm.insert("from-child", "x") != Status::ok) return 1;
+    ::raise(SIGKILL);
+    return 2;
+  });
+  REQUIRE(wait_child(child) == 128 + SIGKILL);
+  shmap::Options manual;
+  manual.recover_on_open = false;
+  {
+    Map m = Map::open(g.name(), manual);
+    const FsckReport r = m.repair();
+    INFO(first_violation(r));
+    CHECK(r.ok);
+    CHECK(m.get("from-child") == "x");
+    for (const auto& p : m.processes()) CHECK(p.alive);
+  }
+  // Now one whose exchange intent is damaged: recovery cannot undo it, an
+  // open still succeeds, and repair rebuilds around it.
+  const pid_t child2 = spawn([&]() -> int {
+    Map cm = Map::open(g.name());
+    if (cm.insert("from-child-2", "y") != Status::ok) return 1;
+    ::raise(SIGKILL);
+    return 2;
+  });
+  REQUIRE(wait_child(child2) == 128 + SIGKILL);
+  std::uint32_t dead_entry = shmap::detail::kRegistryEntries;
+  {
+    Map probe = Map::open(g.name(), manual);
+    for (const auto& p : probe.processes())
+      if (!p.alive) dead_entry = p.entry;
+  }
+  REQUIRE(dead_entry < shmap::detail::kRegistryEntries);
+  edit_entry(g.file(), dead_entry, [](shmap::detail::RegistryEntry& e, char*) { e.x_kind = 99; });
+  Map m = Map::open(g.name());  // its recovery meets the damage; the open succeeds
+  REQUIRE_SHMAP_ERROR(m.recover(), errc::corrupt, g.name());
+  CHECK_FALSE(m.fsck().ok);
+  const FsckReport r = m.repair();
+  INFO(first_violation(r));
+  CHECK(r.ok);
+  CHECK(r.leaked_bytes == 0);
+  CHECK(m.get("from-child-2") == "y");
+  CHECK(m.get("k") == "v");
+  (void)m.recover();  // nothing left to recover, and no error
+  check_quiescent(m);
+}
