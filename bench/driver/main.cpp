@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "latency.hpp"
 #include "measure.hpp"
 #include "options.hpp"
 #include "planner.hpp"
@@ -18,10 +19,22 @@
 namespace shmap::bench {
 namespace {
 
-void print_plan(const std::vector<Placement>& plan, PinPolicy pin) {
+void print_plan(const Topology& topo, const std::vector<Placement>& plan, PinPolicy pin, const MemPolicy& membind) {
   std::cout << "pinning (" << to_string(pin) << "), worker -> PU:\n";
   for (const Placement& p : plan) std::cout << "  worker " << p.worker << " -> " << describe(p) << "\n";
   std::cout << "  (with 1 worker: worker 0's placement)\n";
+  std::cout << "memory (--membind " << to_string(membind) << "): " << plan.size() << " worker"
+            << (plan.size() > 1 ? "s" : "") << ": " << describe(plan_membind(topo, membind, plan));
+  if (plan.size() > 1) std::cout << "; 1 worker: " << describe(plan_membind(topo, membind, {plan.front()}));
+  std::cout << "\n";
+  if (membind.kind != MemPolicyKind::firsttouch) {
+    std::cout << "  applied with hwloc_set_area_membind (mbind, MIGRATE, not STRICT) to each shared table's mapping\n"
+                 "  before its preload, so the policy lives in the tmpfs object and holds for every process's first\n"
+                 "  touch; plus the parent thread's policy (hwloc_set_membind) while it creates the table\n";
+    if (topo.numa_nodes == 1) {
+      std::cout << "  one NUMA node: every policy places every page on node 0; the census shows the policy is set\n";
+    }
+  }
 }
 
 int run(const Options& o) {
@@ -31,8 +44,15 @@ int run(const Options& o) {
   const RunInfo info = collect_run_info();
   std::cout << "shmap-bench  " << info.date_utc << "  " << info.host << "  " << info.kernel << "\n";
   std::cout << "machine: " << summary(topo) << (machine.synthetic() ? "  [synthetic]" : "") << "\n";
+  for (const std::string& line : describe_nodes(topo)) std::cout << "  " << line << "\n";
   const std::vector<Placement> plan = plan_placement(topo, o.pin, o.procs);
-  print_plan(plan, o.pin);
+  try {
+    plan_membind(topo, o.membind, plan);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "shmap-bench: --membind " << e.what() << "\n";
+    return 2;
+  }
+  print_plan(topo, plan, o.pin, o.membind);
   if (o.plan_only) return 0;
   if (o.procs > topo.pus.size()) {
     std::cout << "note: " << o.procs << " workers on " << topo.pus.size()
@@ -42,6 +62,17 @@ int run(const Options& o) {
   std::cout << "build: " << info.compiler << (info.optimized ? ", optimized (NDEBUG)" : ", NOT optimized (no NDEBUG)")
             << "\n";
 
+  if (o.latency_sample > 0) {
+    const TickClock& clock = tick_clock();  // calibrated here, before any fork
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "latency: every %u-th operation of each worker, %s at %.3f ticks/ns, fenced; an empty sample "
+                  "measures %.0f ns (included in every sample)\n",
+                  o.latency_sample, clock.source, clock.ticks_per_ns, clock.floor_ns);
+    std::cout << buf;
+  } else {
+    std::cout << "latency: not sampled (--latency-sample 0)\n";
+  }
   std::cout << "config: " << o.keys << " keys of " << o.key_bytes << " B, values of " << o.value_bytes << " B, "
             << o.duration_s << " s per measurement, median of " << o.repeat << " repeats, seed " << o.seed << "\n\n";
 
@@ -83,12 +114,14 @@ int run(const Options& o) {
         std::cout << "\n";
       }
     }
-    const std::string t = format_table(wl, all, counts, impls, o.keys);
+    const std::string t =
+        format_table(wl, all, counts, impls, o.keys) + format_memory(wl, all, counts, impls, o.membind);
     std::cout << "\n" << t << "\n";
     tables += t + "\n";
   }
 
   std::cout << "load average at end: " << read_loadavg() << "\n\n";
+  std::cout << format_placement_check(all, counts, topo) << "\n";
   std::cout << "==== results (Mops/s: median of " << o.repeat << " repeats; shmap/impl = ratio of medians at the same "
             << "worker count; >1 means shmap is faster)\n\n"
             << tables;

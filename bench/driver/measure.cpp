@@ -1,17 +1,24 @@
 #include "measure.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <stdexcept>
+#include <system_error>
 
+#include "boost_ipc.hpp"
 #include "tables.hpp"
 #include "topology.hpp"
 
@@ -19,18 +26,15 @@ namespace shmap::bench {
 
 namespace {
 
-template <class Table>
-LoopCounts dispatch(WorkloadKind kind, Table& t, const OpStream& s, std::int64_t deadline_ns) {
-  switch (kind) {
-    case WorkloadKind::get:
-    case WorkloadKind::get_miss: return run_loop<WorkloadKind::get>(t, s, deadline_ns);
-    case WorkloadKind::insert: return run_loop<WorkloadKind::insert>(t, s, deadline_ns);
-    case WorkloadKind::mixed: return run_loop<WorkloadKind::mixed>(t, s, deadline_ns);
-  }
-  throw std::logic_error("unknown workload kind");
-}
+LatencySampler sampler_of(const StartGate& gate) { return {gate.histogram(), gate.sample_period()}; }
 
 std::string worker_tag(unsigned w) { return "worker " + std::to_string(w) + ": "; }
+
+std::uint64_t writes_ok(const Measurement& m) {
+  std::uint64_t n = 0;
+  for (const WorkerResult& r : m.run.workers) n += r.counts.writes_ok;
+  return n;
+}
 
 // Outcomes that contradict the workload: a get of a preloaded key that misses,
 // a get-miss that hits, a write that fails on a map sized for every key.
@@ -54,8 +58,40 @@ void check_counts(const Workload& wl, const KeySpace& ks, Measurement& m) {
   for (const std::string& e : m.run.errors) m.anomalies.push_back(e);
 }
 
+// Counter workload: the counters, read back by the parent after the run, must
+// sum to exactly the increments the workers report (every table's add is
+// atomic or under its lock, so nothing may be lost).
+template <class Table>
+void check_counters(Table& t, const Workload& wl, const KeySpace& ks, Measurement& m) {
+  if (wl.kind != WorkloadKind::counter) return;
+  std::uint64_t total = 0;
+  std::string out;
+  for (std::uint64_t i = 0; i < wl.counter_keys; ++i) {
+    if (!t.get(ks.key(i), out) || out.size() != sizeof(std::uint64_t)) {
+      m.anomalies.push_back("after the run counter key " + std::to_string(i) + " is missing or not 8 bytes");
+      return;
+    }
+    std::uint64_t v;
+    std::memcpy(&v, out.data(), sizeof v);
+    total += v;
+  }
+  if (total != writes_ok(m)) {
+    m.anomalies.push_back("after the run the counters sum to " + std::to_string(total) + " but the workers added " +
+                          std::to_string(writes_ok(m)));
+  }
+}
+
+// The value key i is preloaded with: its own, or 8 zero bytes for a counter.
+std::string_view preload_value(const Workload& wl, const KeySpace& ks, std::uint64_t i, std::string& buf) {
+  static constexpr char kZero[sizeof(std::uint64_t)] = {};
+  if (wl.counter_key(i)) return {kZero, sizeof kZero};
+  buf.resize(ks.value_bytes());
+  ks.value(i, buf.data());
+  return buf;
+}
+
 // ---------------------------------------------------------------------------
-// shmap
+// Shared segments: cleanup on signals, memory binding
 // ---------------------------------------------------------------------------
 
 // The segment being measured, for the signal handler: Ctrl-C must not leave a
@@ -68,31 +104,81 @@ void remove_live_segment_and_die(int sig) {
   raise(sig);
 }
 
-// Removes the segment when the measurement ends, however it ends.
-struct SegmentGuard {
-  std::string name;
-  explicit SegmentGuard(std::string n) : name(std::move(n)) {
-    const std::size_t len = std::min(name.size(), sizeof g_live_segment - 1);
-    std::memcpy(g_live_segment, name.data(), len);
+// Removes the segment (a POSIX shm name) when the measurement ends, however it ends.
+class SegmentGuard {
+ public:
+  SegmentGuard(std::string name, std::function<void(const std::string&)> remove)
+      : name_(std::move(name)), remove_(std::move(remove)) {
+    const std::size_t len = std::min(name_.size(), sizeof g_live_segment - 1);
+    std::memcpy(g_live_segment, name_.data(), len);
     g_live_segment[len] = '\0';
   }
   ~SegmentGuard() {
     g_live_segment[0] = '\0';
     try {
-      shmap::Map::remove(name);
+      remove_(name_);
     } catch (...) {
     }
   }
   SegmentGuard(const SegmentGuard&) = delete;
   SegmentGuard& operator=(const SegmentGuard&) = delete;
+
+ private:
+  std::string name_;
+  std::function<void(const std::string&)> remove_;
 };
 
-void preload_shmap(shmap::Map& map, const KeySpace& ks) {
-  std::string k(ks.key_bytes(), '\0'), v(ks.value_bytes(), '\0');
+std::string unique_name(const char* kind) {
+  static std::atomic<unsigned> counter{0};
+  // Relaxed: only uniqueness of the number matters, and measurements run one at a time.
+  const unsigned serial = counter.fetch_add(1, std::memory_order_relaxed);
+  return std::string("/shmap-bench-") + kind + std::to_string(getpid()) + "-" + std::to_string(serial);
+}
+
+void bind_area_or_throw(const Machine& machine, void* addr, std::size_t len, const MemPlan& plan) {
+  std::string error;
+  if (!machine.bind_area(addr, len, plan, error)) throw std::runtime_error(error);
+}
+
+// Installs the plan on a segment file: maps it, binds the whole mapping (the
+// policy goes to the tmpfs object and so governs every later fault, by any
+// process: see topology.hpp), unmaps.
+void bind_file_or_throw(const Machine& machine, const std::string& path, const MemPlan& plan) {
+  if (plan.kind == MemPolicyKind::firsttouch) return;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    throw std::system_error(err, std::generic_category(), "--membind: open " + path);
+  }
+  const std::size_t len = static_cast<std::size_t>(st.st_size);
+  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "--membind: mmap " + path);
+  std::string error;
+  const bool ok = machine.bind_area(p, len, plan, error);
+  munmap(p, len);
+  if (!ok) throw std::runtime_error(error);
+}
+
+// Runs `f` with the calling thread's memory policy set to `plan`.
+template <class F>
+auto with_thread_membind(const Machine& machine, const MemPlan& plan, F&& f) {
+  const ThreadMembind scope(machine, plan);
+  if (!scope.ok()) throw std::runtime_error(scope.error());
+  return f();
+}
+
+// ---------------------------------------------------------------------------
+// shmap
+// ---------------------------------------------------------------------------
+
+void preload_shmap(shmap::Map& map, const Workload& wl, const KeySpace& ks) {
+  std::string k(ks.key_bytes(), '\0'), buf;
   for (std::uint64_t i = 0; i < ks.keys(); ++i) {
     ks.key(i, k.data());
-    ks.value(i, v.data());
-    const Status s = map.insert(k, v);
+    const Status s = map.insert(k, preload_value(wl, ks, i, buf));
     if (s != Status::ok) {
       throw std::runtime_error("shmap preload: insert of key " + std::to_string(i) + " returned " + to_string(s));
     }
@@ -104,10 +190,7 @@ void preload_shmap(shmap::Map& map, const KeySpace& ks) {
 void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks, const std::vector<OpStream>& streams,
                   Measurement& m) {
   std::uint64_t expected = ks.keys();
-  if (wl.kind == WorkloadKind::insert) {
-    expected = 0;
-    for (const WorkerResult& r : m.run.workers) expected += r.counts.writes_ok;
-  }
+  if (wl.kind == WorkloadKind::insert) expected = writes_ok(m);
   if (map.size() != expected) {
     m.anomalies.push_back("size() is " + std::to_string(map.size()) + " after the run, expected " +
                           std::to_string(expected));
@@ -128,8 +211,12 @@ void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks,
     if (found && !should_exist) ++present;
     if (!found && should_exist) ++missing;
     if (found && should_exist) {
-      // Mixes overwrite values with stream bytes: only their length is known.
-      if (wl.kind == WorkloadKind::mixed ? out.size() != ks.value_bytes() : out != ks.value(i)) ++wrong;
+      // Mixes overwrite values with stream bytes and counters count: only their length is known.
+      if (wl.counter_key(i)) {
+        if (out.size() != sizeof(std::uint64_t)) ++wrong;
+      } else if (wl.kind == WorkloadKind::mixed ? out.size() != ks.value_bytes() : out != ks.value(i)) {
+        ++wrong;
+      }
     }
   }
   if (missing) m.anomalies.push_back("after the run " + std::to_string(missing) + " sampled keys are missing");
@@ -138,59 +225,69 @@ void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks,
 }
 
 void measure_shmap(const Context& ctx, const Workload& wl, const std::vector<OpStream>& streams, Measurement& m) {
-  static std::atomic<unsigned> counter{0};
-  // Relaxed: only uniqueness of the number matters, and measurements run one at a time.
-  const unsigned serial = counter.fetch_add(1, std::memory_order_relaxed);
-  const std::string name = "/shmap-bench-" + std::to_string(getpid()) + "-" + std::to_string(serial);
+  const std::string name = unique_name("");
   shmap::Map::remove(name);  // a stale segment of a killed earlier run with our pid
-  const SegmentGuard guard(name);
+  const SegmentGuard guard(name, [](const std::string& n) { shmap::Map::remove(n); });
 
   const std::int64_t t0 = now_ns();
   shmap::Options mo;
   mo.capacity = ctx.keys.keys();
   mo.hash_seed = fmix64(ctx.opts.seed ^ 0xb7e151628aed2a6bull);
-  shmap::Map map = shmap::Map::create(name, mo);
-  if (wl.preloaded()) preload_shmap(map, ctx.keys);
+  // The thread policy places the pages create itself writes; the policy on the
+  // file places every other page, whoever touches it first.
+  shmap::Map map = with_thread_membind(ctx.machine, m.mem, [&] { return shmap::Map::create(name, mo); });
+  const std::string path = map.info().path;
+  bind_file_or_throw(ctx.machine, path, m.mem);
+  if (wl.preloaded()) preload_shmap(map, wl, ctx.keys);
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
 
-  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s,
+  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
                       [&](unsigned w, StartGate& gate) {
                         shmap::Map mine = shmap::Map::open(name);  // each worker maps it by name
                         ShmapTable t{mine};
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline);
+                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
                         if (t.first_failure != Status::ok) o.note = std::string("first failure: ") + to_string(t.first_failure);
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
   verify_shmap(map, wl, ctx.keys, streams, m);
+  ShmapTable parent{map};
+  check_counters(parent, wl, ctx.keys, m);
+  m.census = census_file(ctx.machine, path);
+  m.census_taken = true;
 }
 
 // ---------------------------------------------------------------------------
-// ideal-shm
+// ideal-shm, ideal-indirect
 // ---------------------------------------------------------------------------
 template <class Ideal>
 void measure_ideal(const Context& ctx, const Workload& wl, const std::vector<OpStream>& streams, Measurement& m) {
   const std::int64_t t0 = now_ns();
   Ideal table(ctx.keys.keys());
+  bind_area_or_throw(ctx.machine, table.base(), table.bytes(), m.mem);  // nothing is touched yet
   if (wl.preloaded()) {
     for (std::uint64_t i = 0; i < ctx.keys.keys(); ++i) {
       std::uint64_t v = 0;
-      ctx.keys.value(i, reinterpret_cast<char*>(&v));
+      if (!wl.counter_key(i)) ctx.keys.value(i, reinterpret_cast<char*>(&v));
       if (!table.insert(ctx.keys.key_word(i), v)) throw std::runtime_error(m.impl + " preload failed");
     }
   }
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
-  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s,
+  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
                       [&](unsigned w, StartGate& gate) {
                         IdealTable<Ideal> t{table};  // the mapping is inherited through fork()
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline);
+                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
+  IdealTable<Ideal> parent{table};
+  check_counters(parent, wl, ctx.keys, m);
+  m.census = census(ctx.machine, table.base(), table.bytes());
+  m.census_taken = true;
 }
 
 // ---------------------------------------------------------------------------
@@ -198,22 +295,73 @@ void measure_ideal(const Context& ctx, const Workload& wl, const std::vector<OpS
 // ---------------------------------------------------------------------------
 template <class Mutex>
 void measure_std(const Context& ctx, const Workload& wl, const std::vector<OpStream>& streams, Measurement& m) {
+  // The heap has no object to hold a policy: the parent thread carries it while
+  // it preloads, and the worker threads inherit it.
+  const ThreadMembind scope(ctx.machine, m.mem);
+  if (!scope.ok()) throw std::runtime_error(scope.error());
   const std::int64_t t0 = now_ns();
   auto locked = std::make_unique<LockedStdMap<Mutex>>();
   locked->map.reserve(ctx.keys.keys());
   if (wl.preloaded()) {
-    for (std::uint64_t i = 0; i < ctx.keys.keys(); ++i) locked->map.emplace(ctx.keys.key(i), ctx.keys.value(i));
+    std::string buf;
+    for (std::uint64_t i = 0; i < ctx.keys.keys(); ++i) {
+      locked->map.emplace(ctx.keys.key(i), preload_value(wl, ctx.keys, i, buf));
+    }
   }
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
-  m.run = run_workers(WorkerMode::threads, ctx.machine, m.plan, ctx.opts.duration_s,
+  m.run = run_workers(WorkerMode::threads, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
                       [&](unsigned w, StartGate& gate) {
                         StdTable<Mutex> t{*locked};
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline);
+                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
+  StdTable<Mutex> parent{*locked};
+  check_counters(parent, wl, ctx.keys, m);
+}
+
+// ---------------------------------------------------------------------------
+// boost-ipc: Boost.Interprocess unordered_map behind an interprocess_sharable_mutex
+// ---------------------------------------------------------------------------
+void measure_boost(const Context& ctx, const Workload& wl, const std::vector<OpStream>& streams, Measurement& m) {
+  const std::string name = unique_name("boost-");
+  BoostIpcMap::remove(name);
+  const SegmentGuard guard(name, [](const std::string& n) { BoostIpcMap::remove(n); });
+
+  const std::int64_t t0 = now_ns();
+  std::optional<BoostIpcMap> table;
+  with_thread_membind(ctx.machine, m.mem, [&] {
+    table.emplace(boost::interprocess::create_only, name, ctx.keys.keys());
+    return 0;
+  });
+  bind_area_or_throw(ctx.machine, table->base(), table->bytes(), m.mem);
+  if (wl.preloaded()) {
+    std::string k(ctx.keys.key_bytes(), '\0'), buf;
+    for (std::uint64_t i = 0; i < ctx.keys.keys(); ++i) {
+      ctx.keys.key(i, k.data());
+      if (!table->insert(k, preload_value(wl, ctx.keys, i, buf))) throw std::runtime_error("boost-ipc preload failed");
+    }
+  }
+  m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
+  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
+                      [&](unsigned w, StartGate& gate) {
+                        BoostIpcMap mine(boost::interprocess::open_only, name);  // each worker maps it by name
+                        const std::int64_t deadline = gate.arrive_and_wait();
+                        WorkerOutcome o;
+                        o.counts = dispatch(wl.kind, mine, streams[w], deadline, sampler_of(gate));
+                        return o;
+                      });
+  check_counts(wl, ctx.keys, m);
+  const std::uint64_t expected = wl.kind == WorkloadKind::insert ? writes_ok(m) : ctx.keys.keys();
+  if (table->size() != expected) {
+    m.anomalies.push_back("size() is " + std::to_string(table->size()) + " after the run, expected " +
+                          std::to_string(expected));
+  }
+  check_counters(*table, wl, ctx.keys, m);
+  m.census = census_file(ctx.machine, "/dev/shm" + name);
+  m.census_taken = true;
 }
 
 }  // namespace
@@ -227,7 +375,7 @@ void install_cleanup_handlers() {
 bool threaded(const std::string& impl) { return impl.starts_with("std-"); }
 
 bool applies(const std::string& impl, const Workload& wl, const KeySpace& ks, std::string* why) {
-  if (impl.starts_with("ideal-") && (ks.key_bytes() != 8 || ks.value_bytes() != 8)) {
+  if ((impl.starts_with("ideal-") || impl == "boost-ipc") && (ks.key_bytes() != 8 || ks.value_bytes() != 8)) {
     if (why) *why = impl + " needs 8-byte keys and values";
     return false;
   }
@@ -249,6 +397,7 @@ Measurement measure(const Context& ctx, const std::string& impl, const Workload&
   m.procs = threaded(impl) ? 1 : n;
   m.threads = threaded(impl) ? n : 1;
   try {
+    m.mem = plan_membind(ctx.machine.topology(), ctx.opts.membind, plan);
     if (impl == "shmap") {
       measure_shmap(ctx, wl, streams, m);
     } else if (impl == "ideal-shm") {
@@ -259,6 +408,8 @@ Measurement measure(const Context& ctx, const std::string& impl, const Workload&
       measure_std<std::mutex>(ctx, wl, streams, m);
     } else if (impl == "std-shared_mutex") {
       measure_std<std::shared_mutex>(ctx, wl, streams, m);
+    } else if (impl == "boost-ipc") {
+      measure_boost(ctx, wl, streams, m);
     } else {
       throw std::invalid_argument("unknown implementation " + impl);
     }

@@ -10,6 +10,7 @@
 #include "options.hpp"
 #include "planner.hpp"
 #include "runner.hpp"
+#include "topology.hpp"
 #include "workload.hpp"
 
 namespace shmap::bench {
@@ -25,6 +26,9 @@ struct Measurement {
   double setup_seconds = 0;             // creating and preloading the table (untimed)
   RunResult run;
   std::vector<Placement> plan;
+  MemPlan mem;                          // --membind for this placement
+  bool census_taken = false;            // the table is a shared mapping whose pages were counted
+  PageCensus census;                    // where its pages were after the run
   std::vector<std::string> anomalies;   // failed workers and outcomes that contradict the workload
 
   unsigned workers() const { return procs * threads; }
@@ -46,7 +50,8 @@ bool applies(const std::string& impl, const Workload& wl, const KeySpace& ks, st
 // True for the implementations whose workers are threads of one process.
 bool threaded(const std::string& impl);
 
-// `streams` holds one stream per worker (plan.size() of them).
+// `streams` holds one stream per worker (plan.size() of them). The table's
+// memory follows opts.membind for this plan (see topology.hpp for how).
 Measurement measure(const Context& ctx, const std::string& impl, const Workload& wl, unsigned repeat,
                     const std::vector<Placement>& plan, const std::vector<OpStream>& streams);
 

@@ -22,6 +22,10 @@ struct Options {
   std::string json_path = "bench-results.json";
   std::uint64_t seed = 1;
   PinPolicy pin = PinPolicy::compact;
+  MemPolicy membind;                 // default first touch
+  std::uint32_t latency_sample = 256;  // time every N-th operation (a power of two); 0 = none
+  double zipf_theta = 0.99;
+  unsigned counter_keys = 8;
   unsigned repeat = 3;
   bool plan_only = false;
   std::string synthetic;  // hwloc synthetic topology for --plan-only

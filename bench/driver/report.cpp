@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <map>
 
 #include "json.hpp"
 
@@ -27,6 +28,13 @@ std::string pad(std::string s, std::size_t w) {
 std::string lpad(std::string s, std::size_t w) {
   if (s.size() < w) s.insert(0, w - s.size(), ' ');
   return s;
+}
+
+void latency_json(JsonWriter& j, std::string_view key, const LatencySummary& l) {
+  j.key(key).begin_object();
+  j.field("samples", l.samples).field("p50", l.p50_ns).field("p90", l.p90_ns).field("p99", l.p99_ns);
+  j.field("p999", l.p999_ns).field("max", l.max_ns);
+  j.end_object();
 }
 
 }  // namespace
@@ -87,11 +95,23 @@ std::optional<Summary> summarize(const std::vector<Measurement>& all, const std:
   return s;
 }
 
+LatencySummary summarize_latency(const std::vector<Measurement>& all, const std::string& workload,
+                                 const std::string& impl, unsigned workers) {
+  LatencyHistogram merged;
+  for (const Measurement& m : all) {
+    if (m.workload == workload && m.impl == impl && m.workers() == workers && m.anomalies.empty() && m.run.ops > 0) {
+      merged.merge(m.run.latency);
+    }
+  }
+  return summarize(merged);
+}
+
 std::string format_table(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
                          const std::vector<std::string>& impls, std::uint64_t keys) {
   std::string out = wl.name + ": " + wl.description(keys) + "\n";
   out += "  " + pad("impl", 18) + lpad("procs", 5) + lpad("threads", 8) + lpad("Mops/s", 10) + "  " +
-         pad("(min - max)", 20) + lpad("shmap/impl", 10) + lpad("busy", 6) + "\n";
+         pad("(min - max)", 20) + lpad("shmap/impl", 10) + lpad("busy", 6) + lpad("p50", 9) + lpad("p99", 9) +
+         lpad("p99.9", 9) + "\n";
   bool any_threaded = false;
   std::vector<std::string> failures;
   for (const unsigned n : counts) {
@@ -128,17 +148,98 @@ std::string format_table(const Workload& wl, const std::vector<Measurement>& all
           row += lpad("-", 10);
         }
         row += lpad(fmt("%.0f%%", 100 * busy), 6);
+        const LatencySummary lat = summarize_latency(all, wl.name, impl, n);
+        row += lpad(format_ns(lat.p50_ns), 9) + lpad(format_ns(lat.p99_ns), 9) + lpad(format_ns(lat.p999_ns), 9);
         if (s->samples < runs) row += "  only " + std::to_string(s->samples) + "/" + std::to_string(runs) + " clean";
       }
       out += row + "\n";
     }
   }
   out += "  busy: CPU time / wall time of the least busy worker over the repeats; below ~95% a worker was\n"
-         "  descheduled (other load on the machine), slept in page faults, or (std-*) slept on the lock.\n";
+         "  descheduled (other load on the machine), slept in page faults, or (std-*) slept on the lock.\n"
+         "  p50/p99/p99.9: latency of the sampled operations of every worker and clean repeat, merged.\n";
   if (any_threaded) {
     out += "  std-* run as threads of ONE process: std::unordered_map cannot be shared across processes.\n";
   }
   for (const std::string& f : failures) out += "  ANOMALY " + f + "\n";
+  return out;
+}
+
+std::string format_memory(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
+                          const std::vector<std::string>& impls, const MemPolicy& policy) {
+  const unsigned n = counts.back();
+  std::string out = "  memory (--membind " + to_string(policy) + "), after the last clean repeat with " +
+                    std::to_string(n) + " worker" + (n > 1 ? "s" : "") + ":\n";
+  for (const std::string& impl : impls) {
+    const Measurement* last = nullptr;
+    for (const Measurement& m : all) {
+      if (m.workload == wl.name && m.impl == impl && m.workers() == n && m.anomalies.empty()) last = &m;
+    }
+    if (last == nullptr) continue;
+    std::string line = "    " + pad(impl, 18) + pad(describe(last->mem), 24);
+    if (last->census_taken) {
+      line += describe(last->census);
+    } else {
+      line += last->mem.kind == MemPolicyKind::firsttouch
+                  ? "heap of the parent process (pages not sampled)"
+                  : "heap of the parent process (its thread policy, inherited by the workers; pages not sampled)";
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string format_placement_check(const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
+                                   const Topology& topo) {
+  std::string out =
+      "where the workers ran (planned PU; CPU reported by sched_getcpu() after pinning and after the timed loop,\n"
+      "over every measurement of every workload and implementation):\n";
+  bool all_ok = true;
+  for (const unsigned n : counts) {
+    for (unsigned w = 0; w < n; ++w) {
+      std::optional<Placement> planned;
+      std::map<int, unsigned> start, end;
+      unsigned runs = 0;
+      for (const Measurement& m : all) {
+        if (m.workers() != n || w >= m.run.workers.size() || w >= m.plan.size()) continue;
+        planned = m.plan[w];
+        ++runs;
+        ++start[m.run.workers[w].cpu_start];
+        ++end[m.run.workers[w].cpu_end];
+      }
+      if (!planned) continue;
+      auto seen = [&](const std::map<int, unsigned>& cpus) {
+        std::string s;
+        for (const auto& [cpu, times] : cpus) {
+          if (!s.empty()) s += ", ";
+          char buf[64];
+          const PuInfo* pu = cpu >= 0 ? find_pu(topo, static_cast<unsigned>(cpu)) : nullptr;
+          if (cpu < 0) {
+            std::snprintf(buf, sizeof buf, "unknown %u/%u", times, runs);
+          } else if (pu) {
+            std::snprintf(buf, sizeof buf, "CPU %d (NUMA %u) %u/%u", cpu, pu->numa, times, runs);
+          } else {
+            std::snprintf(buf, sizeof buf, "CPU %d %u/%u", cpu, times, runs);
+          }
+          s += buf;
+        }
+        return s;
+      };
+      bool ok = true;
+      if (planned->pu) {
+        for (const auto* cpus : {&start, &end}) {
+          for (const auto& [cpu, times] : *cpus) {
+            if (cpu != static_cast<int>(planned->pu->os_index)) ok = false;
+          }
+        }
+      }
+      all_ok = all_ok && ok;
+      out += "  " + pad(std::to_string(n) + (n > 1 ? " workers," : " worker,"), 11) + "worker " + std::to_string(w) +
+             " -> " + describe(*planned) + ": start " + seen(start) + "; end " + seen(end) +
+             (planned->pu ? (ok ? "  ok" : "  MISMATCH") : "") + "\n";
+    }
+  }
+  if (!all_ok) out += "  MISMATCH: a worker ran on a CPU other than its planned PU (binding refused or ignored?)\n";
   return out;
 }
 
@@ -154,12 +255,29 @@ std::string to_json(const RunInfo& info, const Options& o, const Topology& topo,
   j.key("machine").begin_object();
   j.field("packages", topo.packages).field("numa_nodes", topo.numa_nodes).field("cores", topo.cores);
   j.field("pus", static_cast<unsigned>(topo.pus.size())).field("cpu_model", topo.cpu_model);
+  j.key("nodes").begin_array();
+  for (unsigned n = 0; n < topo.nodes.size(); ++n) {
+    j.begin_object().field("node", n).field("os_index", topo.nodes[n].os_index);
+    j.field("local_bytes", topo.nodes[n].local_bytes);
+    j.key("pus").begin_array();
+    for (const PuInfo& pu : topo.pus) {
+      if (pu.numa == n) j.value(pu.os_index);
+    }
+    j.end_array().end_object();
+  }
+  j.end_array();
   j.end_object();
 
   j.key("config").begin_object();
   j.field("procs", o.procs).field("keys", o.keys).field("key_bytes", static_cast<std::uint64_t>(o.key_bytes));
   j.field("value_bytes", static_cast<std::uint64_t>(o.value_bytes)).field("duration_s", o.duration_s);
   j.field("repeat", o.repeat).field("seed", o.seed).field("pin", to_string(pin));
+  j.field("membind", to_string(o.membind)).field("zipf_theta", o.zipf_theta).field("counter_keys", o.counter_keys);
+  j.field("latency_sample_every", o.latency_sample);
+  const TickClock& clock = tick_clock();
+  j.key("latency_clock").begin_object();
+  j.field("source", clock.source).field("ticks_per_ns", clock.ticks_per_ns).field("floor_ns", clock.floor_ns);
+  j.end_object();
   j.key("workloads").begin_array();
   for (const Workload& w : o.workloads) j.value(w.name);
   j.end_array();
@@ -175,6 +293,20 @@ std::string to_json(const RunInfo& info, const Options& o, const Topology& topo,
     j.field("repeat", m.repeat).field("ops", m.run.ops).field("seconds", m.run.seconds);
     j.field("mops_per_s", m.run.mops()).field("setup_seconds", m.setup_seconds).field("min_busy", m.run.min_busy());
     j.field("ok", m.anomalies.empty());
+    latency_json(j, "latency_ns", summarize(m.run.latency));
+    j.key("membind").begin_object().field("plan", describe(m.mem)).key("nodes").begin_array();
+    for (const unsigned n : m.mem.nodes) j.value(n);
+    j.end_array().end_object();
+    if (m.census_taken) {
+      j.key("pages").begin_object();
+      if (!m.census.error.empty()) j.field("error", m.census.error);
+      j.field("resident_bytes", m.census.resident_pages * m.census.page_bytes).field("sampled", m.census.sampled);
+      j.key("sampled_on_node").begin_array();
+      for (const std::uint64_t c : m.census.on_node) j.value(c);
+      j.end_array();
+      j.field("unknown", m.census.unknown).field("policy", m.census.policy);
+      j.end_object();
+    }
     j.key("anomalies").begin_array();
     for (const std::string& a : m.anomalies) j.value(a);
     j.end_array();
@@ -189,6 +321,10 @@ std::string to_json(const RunInfo& info, const Options& o, const Topology& topo,
         j.key("pinned_pu").value("none");
       }
       j.field("cpu_start", r.cpu_start).field("cpu_end", r.cpu_end);
+      if (const PuInfo* pu = r.cpu_end >= 0 ? find_pu(topo, static_cast<unsigned>(r.cpu_end)) : nullptr) {
+        j.field("numa_end", pu->numa);
+      }
+      latency_json(j, "latency_ns", r.latency);
       j.field("ops", r.counts.ops).field("seconds", r.seconds).field("busy", r.busy);
       j.field("hits", r.counts.hits).field("misses", r.counts.misses);
       j.field("writes_ok", r.counts.writes_ok).field("writes_failed", r.counts.writes_failed);
@@ -215,6 +351,7 @@ std::string to_json(const RunInfo& info, const Options& o, const Topology& topo,
         j.field("median_mops_per_s", s->median).field("min_mops_per_s", s->min).field("max_mops_per_s", s->max);
         j.field("samples", s->samples);
         if (shmap) j.field("shmap_ratio", shmap->median / s->median);
+        latency_json(j, "latency_ns", summarize_latency(all, wl.name, impl, n));
         j.end_object();
       }
     }

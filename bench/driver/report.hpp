@@ -35,10 +35,25 @@ struct Summary {
 std::optional<Summary> summarize(const std::vector<Measurement>& all, const std::string& workload,
                                  const std::string& impl, unsigned workers);
 
+// The sampled latencies of those measurements, merged over the repeats.
+LatencySummary summarize_latency(const std::vector<Measurement>& all, const std::string& workload,
+                                 const std::string& impl, unsigned workers);
+
 // The table of one workload: a row per implementation and worker count, with
 // shmap's ratio to each baseline at the same worker count.
 std::string format_table(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
                          const std::vector<std::string>& impls, std::uint64_t keys);
+
+// Where the pages of each implementation's table were after the last clean
+// repeat with the most workers, and the policy that put them there.
+std::string format_memory(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
+                          const std::vector<std::string>& impls, const MemPolicy& policy);
+
+// Where the workers ran: the planned PU of each worker and the CPUs that
+// sched_getcpu() reported after pinning and after the timed loop, over every
+// measurement; a CPU other than the planned one is flagged.
+std::string format_placement_check(const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
+                                   const Topology& topo);
 
 std::string to_json(const RunInfo& info, const Options& o, const Topology& topo, PinPolicy pin,
                     const std::vector<unsigned>& counts, const std::vector<Measurement>& all);

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 
 #include "topology.hpp"
 
@@ -97,29 +98,39 @@ std::int64_t StartGate::arrive_and_wait() {
 
 namespace {
 
+// The control block and, after it, one latency histogram per worker, in one
+// MAP_SHARED | MAP_ANONYMOUS mapping made before fork().
 class ControlMapping {
  public:
-  ControlMapping() {
-    void* p = mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  explicit ControlMapping(unsigned workers) {
+    bytes_ = sizeof(Control) + workers * sizeof(LatencyHistogram);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the control block");
     c_ = new (p) Control{};
+    hist_ = reinterpret_cast<LatencyHistogram*>(static_cast<char*>(p) + sizeof(Control));
+    for (unsigned w = 0; w < workers; ++w) new (hist_ + w) LatencyHistogram{};
   }
   ~ControlMapping() {
+    static_assert(std::is_trivially_destructible_v<LatencyHistogram>, "the histograms need no destructor call");
     c_->~Control();
-    munmap(c_, sizeof(Control));
+    munmap(c_, bytes_);
   }
   ControlMapping(const ControlMapping&) = delete;
   ControlMapping& operator=(const ControlMapping&) = delete;
   Control& operator*() const { return *c_; }
   Control* operator->() const { return c_; }
+  LatencyHistogram* histogram(unsigned w) const { return hist_ + w; }
 
  private:
+  std::size_t bytes_;
   Control* c_;
+  LatencyHistogram* hist_;
 };
+static_assert(sizeof(Control) % alignof(LatencyHistogram) == 0, "the histograms follow the control block, aligned");
 
 // The worker side, common to processes and threads. Returns the exit status.
-int worker_main(Control& c, unsigned w, WorkerMode mode, const Machine& machine, const Placement& p,
-                const WorkerBody& body) {
+int worker_main(Control& c, LatencyHistogram* hist, std::uint32_t period, unsigned w, WorkerMode mode,
+                const Machine& machine, const Placement& p, const WorkerBody& body) {
   WorkerSlot& slot = c.slots[w];
   std::string note;
   const bool bound = mode == WorkerMode::processes ? machine.bind_process(p) : machine.bind_thread(p);
@@ -127,7 +138,7 @@ int worker_main(Control& c, unsigned w, WorkerMode mode, const Machine& machine,
     note = "binding to " + describe(p) + " failed: " + std::error_code(errno, std::generic_category()).message() + "; ";
   }
   slot.cpu_start = sched_getcpu();
-  StartGate gate(c);
+  StartGate gate(c, hist, period);
   try {
     WorkerOutcome o = body(w, gate);
     slot.counts = o.counts;
@@ -165,10 +176,10 @@ void sleep_ms(long ms) {
 }  // namespace
 
 RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan,
-                      double duration_s, const WorkerBody& body) {
+                      double duration_s, std::uint32_t sample_period, const WorkerBody& body) {
   const unsigned n = static_cast<unsigned>(plan.size());
   if (n == 0 || n > kMaxWorkers) throw std::invalid_argument("worker count must be 1.." + std::to_string(kMaxWorkers));
-  ControlMapping c;
+  ControlMapping c(n);
   RunResult result;
   std::vector<pid_t> pids;
   std::vector<int> statuses(n, 0);
@@ -195,12 +206,13 @@ RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector
         reap(true);
         throw std::system_error(err, std::generic_category(), "fork");
       }
-      if (pid == 0) _exit(worker_main(*c, w, mode, machine, plan[w], body));
+      if (pid == 0) _exit(worker_main(*c, c.histogram(w), sample_period, w, mode, machine, plan[w], body));
       pids.push_back(pid);
     }
   } else {
     for (unsigned w = 0; w < n; ++w) {
-      threads.emplace_back([&, w] { worker_main(*c, w, mode, machine, plan[w], body); });
+      threads.emplace_back(
+          [&, w] { worker_main(*c, c.histogram(w), sample_period, w, mode, machine, plan[w], body); });
     }
   }
 
@@ -250,6 +262,8 @@ RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector
     r.counts = s.counts;
     r.cpu_start = s.cpu_start;
     r.cpu_end = s.cpu_end;
+    r.latency = summarize(*c.histogram(w));
+    result.latency.merge(*c.histogram(w));
     r.note = s.note;
     if (s.failed) r.error = s.error;
     if (mode == WorkerMode::processes) {

@@ -10,6 +10,8 @@
 //      deadline, then sets `go`;
 //   3. each worker runs until the deadline (or its work is done), writes its
 //      counts into its own cache line of the control block and exits.
+// The same mapping holds one latency histogram per worker (latency.hpp), which
+// the worker's timed loop fills directly and the parent merges after reaping.
 // The parent then reaps the workers; one that fails or dies is reported, and
 // one still running long after the deadline is killed and reported as hung.
 #pragma once
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "latency.hpp"
 #include "planner.hpp"
 
 namespace shmap::bench {
@@ -56,13 +59,19 @@ struct Control;
 // preparation, and gets back the deadline (CLOCK_MONOTONIC ns) of its timed loop.
 class StartGate {
  public:
-  explicit StartGate(Control& c) : c_(c) {}
+  StartGate(Control& c, LatencyHistogram* hist, std::uint32_t period) : c_(c), hist_(hist), period_(period) {}
   // Throws std::runtime_error if the run was aborted (another worker failed).
   std::int64_t arrive_and_wait();
   bool arrived() const { return arrived_; }
+  // This worker's histogram in the shared results region and the sampling
+  // period (0 = no sampling), for the timed loop.
+  LatencyHistogram* histogram() const { return hist_; }
+  std::uint32_t sample_period() const { return period_; }
 
  private:
   Control& c_;
+  LatencyHistogram* hist_;
+  std::uint32_t period_;
   bool arrived_ = false;
 };
 
@@ -81,6 +90,7 @@ struct WorkerResult {
   double busy = 0;      // CPU time / wall time of the timed loop: < 1 when descheduled or asleep on a lock
   int cpu_start = -1;   // sched_getcpu() before preparation and after the loop
   int cpu_end = -1;
+  LatencySummary latency;  // of its sampled operations
   std::string note;
   std::string error;    // non-empty if the worker failed
 };
@@ -92,16 +102,18 @@ struct RunResult {
   double mops() const { return seconds > 0 ? static_cast<double>(ops) / seconds / 1e6 : 0; }
   double min_busy() const;  // the least busy worker's busy fraction
   std::vector<std::string> errors;  // one line per failed, dead or hung worker
+  LatencyHistogram latency;  // every worker's sampled operations, merged
 };
 
 enum class WorkerMode { processes, threads };
 
 inline constexpr unsigned kMaxWorkers = 256;
 
-// Runs plan.size() workers. `duration_s` bounds each timed loop. Never throws
+// Runs plan.size() workers. `duration_s` bounds each timed loop; every
+// `sample_period`-th operation's latency is recorded (0 = none). Never throws
 // for a worker failure (see RunResult::errors); throws std::system_error if the
 // control block cannot be mapped or a process cannot be forked.
 RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan,
-                      double duration_s, const WorkerBody& body);
+                      double duration_s, std::uint32_t sample_period, const WorkerBody& body);
 
 }  // namespace shmap::bench

@@ -5,6 +5,8 @@
 //   bool get(std::string_view key, std::string& out)            copies the value into out; false if absent
 //   bool insert(std::string_view key, std::string_view value)   true if inserted
 //   bool assign(std::string_view key, std::string_view value)   insert_or_assign; true if it took effect
+//   bool add(std::string_view key, std::int64_t delta)          adds to the 8-byte integer value of a
+//                                                              present key; true if it took effect
 #pragma once
 
 #include <sys/mman.h>
@@ -17,11 +19,13 @@
 #include <mutex>
 #include <new>
 #include <shared_mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <unordered_map>
 
+#include "latency.hpp"
 #include "runner.hpp"
 #include "shmap/shmap.hpp"
 #include "workload.hpp"
@@ -31,47 +35,116 @@ namespace shmap::bench {
 // Operations between two reads of the clock.
 inline constexpr std::size_t kClockEvery = 256;
 
+// Where a worker records sampled latencies: every `period`-th operation (a
+// power of two; 0 = none) is timed into `hist`, the worker's histogram in the
+// shared results region.
+struct LatencySampler {
+  LatencyHistogram* hist = nullptr;
+  std::uint32_t period = 0;
+};
+
+// One operation of the stream.
+template <WorkloadKind Kind, class Table>
+[[gnu::always_inline]] inline void run_op(Table& table, const OpStream& s, std::size_t i, std::string& out,
+                                          LoopCounts& c) {
+  if constexpr (Kind == WorkloadKind::insert) {
+    if (table.insert(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
+  } else if constexpr (Kind == WorkloadKind::counter) {
+    if (table.add(s.key(i), 1)) ++c.writes_ok; else ++c.writes_failed;
+  } else if constexpr (Kind == WorkloadKind::mixed) {
+    if (s.is_write[i]) {
+      if (table.assign(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
+    } else if (table.get(s.key(i), out)) {
+      c.hit(out);
+    } else {
+      ++c.misses;
+    }
+  } else {
+    if (table.get(s.key(i), out)) {
+      c.hit(out);
+    } else {
+      ++c.misses;
+    }
+  }
+}
+
+// Operations [i, end) of the stream: the plain inner loop. Not inlined, so the
+// loop with sampling and the loop without run the very same machine code for
+// their blocks: the fastest tables are memory-latency bound, and their
+// throughput follows how many operations fit in the out-of-order window, so
+// any difference in the inner loop's code generation would show up as a
+// "sampling cost" (measured: ideal-shm get ran a third slower when this loop
+// was inlined into the sampling variant, even timing 1 op in 2^20).
+template <WorkloadKind Kind, class Table>
+[[gnu::noinline]] void run_block(Table& table, const OpStream& s, std::size_t i, std::size_t end, std::string& out,
+                                 LoopCounts& c) {
+  for (; i < end; ++i) run_op<Kind>(table, s, i, out, c);
+}
+
 // The timed loop. Runs the stream (cycling if it is cyclic) until the deadline
 // on CLOCK_MONOTONIC, or the end of a non-cyclic stream.
-template <WorkloadKind Kind, class Table>
-LoopCounts run_loop(Table& table, const OpStream& s, std::int64_t deadline_ns) {
+//
+// The stream runs in blocks of kClockEvery operations (with Sample: of
+// min(period, kClockEvery)), the clock read between blocks. With Sample, the
+// first operation of every (period / block)-th block is timed on its own
+// (latency.hpp) before the block's plain inner loop.
+template <WorkloadKind Kind, bool Sample, class Table>
+LoopCounts run_loop(Table& table, const OpStream& s, std::int64_t deadline_ns, LatencySampler sampler) {
   LoopCounts c;
   std::string out;
   out.reserve(std::max<std::size_t>(s.value_bytes, 32));
   const std::int64_t cpu0 = thread_cpu_ns();
-  std::size_t i = 0;
-  for (;;) {
+  const std::size_t block = Sample ? std::min<std::size_t>(sampler.period, kClockEvery) : kClockEvery;
+  const std::size_t blocks_per_sample = Sample ? sampler.period / block : 0;
+  std::size_t countdown = 1;  // the first block is sampled
+  std::size_t i = 0, since_clock = 0;
+  while (s.count > 0) {  // i < s.count at the top of every block
     const std::size_t begin = i;
-    const std::size_t end = std::min(i + kClockEvery, s.count);
-    for (; i < end; ++i) {
-      if constexpr (Kind == WorkloadKind::insert) {
-        if (table.insert(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
-      } else if constexpr (Kind == WorkloadKind::mixed) {
-        if (s.is_write[i]) {
-          if (table.assign(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
-        } else if (table.get(s.key(i), out)) {
-          c.hit(out);
-        } else {
-          ++c.misses;
-        }
-      } else {
-        if (table.get(s.key(i), out)) {
-          c.hit(out);
-        } else {
-          ++c.misses;
-        }
+    const std::size_t end = std::min(i + block, s.count);
+    if constexpr (Sample) {
+      if (--countdown == 0) {
+        countdown = blocks_per_sample;
+        const std::uint64_t t0 = tick_begin();
+        run_op<Kind>(table, s, i, out, c);
+        sampler.hist->record(tick_end() - t0);
+        ++i;
       }
     }
+    run_block<Kind>(table, s, i, end, out, c);
+    i = end;
     c.ops += end - begin;
+    since_clock += end - begin;
     if (i == s.count) {
       if (!s.cyclic) break;
       i = 0;
     }
-    if (now_ns() >= deadline_ns) break;
+    if (since_clock >= kClockEvery) {
+      since_clock = 0;
+      if (now_ns() >= deadline_ns) break;
+    }
   }
   c.end_ns = now_ns();
   c.cpu_ns = thread_cpu_ns() - cpu0;
   return c;
+}
+
+template <WorkloadKind Kind, class Table>
+LoopCounts run_sampled(Table& t, const OpStream& s, std::int64_t deadline_ns, LatencySampler sampler) {
+  if (sampler.period > 0 && sampler.hist != nullptr) return run_loop<Kind, true>(t, s, deadline_ns, sampler);
+  return run_loop<Kind, false>(t, s, deadline_ns, sampler);
+}
+
+// The loop for a workload kind.
+template <class Table>
+LoopCounts dispatch(WorkloadKind kind, Table& t, const OpStream& s, std::int64_t deadline_ns, LatencySampler sampler) {
+  switch (kind) {
+    case WorkloadKind::get:
+    case WorkloadKind::get_miss: return run_sampled<WorkloadKind::get>(t, s, deadline_ns, sampler);
+    case WorkloadKind::insert: return run_sampled<WorkloadKind::insert>(t, s, deadline_ns, sampler);
+    case WorkloadKind::mixed: return run_sampled<WorkloadKind::mixed>(t, s, deadline_ns, sampler);
+    case WorkloadKind::counter: return run_sampled<WorkloadKind::counter>(t, s, deadline_ns, sampler);
+  }
+  throw std::logic_error("unknown workload kind");
 }
 
 // ---------------------------------------------------------------------------
@@ -86,6 +159,7 @@ struct ShmapTable {
   bool assign(std::string_view key, std::string_view value) {
     return note(map.insert_or_assign(key, value));
   }
+  bool add(std::string_view key, std::int64_t delta) { return note(map.fetch_add(key, delta).status); }
 
  private:
   bool note(Status s) {
@@ -137,6 +211,16 @@ struct StdTable {
     } else {
       m.map.try_emplace(std::string(key), value);
     }
+    return true;
+  }
+  bool add(std::string_view key, std::int64_t delta) {
+    std::lock_guard lock(m.mu);
+    const auto it = m.map.find(key);
+    if (it == m.map.end() || it->second.size() != sizeof(std::int64_t)) return false;
+    std::int64_t v;
+    std::memcpy(&v, it->second.data(), sizeof v);
+    v = static_cast<std::int64_t>(static_cast<std::uint64_t>(v) + static_cast<std::uint64_t>(delta));
+    std::memcpy(it->second.data(), &v, sizeof v);
     return true;
   }
 
@@ -230,6 +314,24 @@ class IdealShm {
     }
   }
 
+  // Adds to the value of a present key; false if absent.
+  bool add(std::uint64_t key, std::uint64_t delta) {
+    for (std::uint64_t i = home(key);; i = (i + 1) & (slots_ - 1)) {
+      // Relaxed: as in assign.
+      const std::uint64_t k = std::atomic_ref<std::uint64_t>(base_[i].key).load(std::memory_order_relaxed);
+      if (k == key) {
+        // Relaxed: an atomic read-modify-write is exact without ordering; nothing is published.
+        std::atomic_ref<std::uint64_t>(base_[i].value).fetch_add(delta, std::memory_order_relaxed);
+        return true;
+      }
+      if (k == 0) return false;
+    }
+  }
+
+  // The mapping, for --membind and the page census.
+  void* base() const { return base_; }
+  std::size_t bytes() const { return bytes_; }
+
  private:
   // Fibonacci hashing: the top bits of key * 2^64/phi.
   std::uint64_t home(std::uint64_t key) const { return (key * 0x9e3779b97f4a7c15ull) >> shift_; }
@@ -316,6 +418,16 @@ class IdealIndirectShm {
     return r != nullptr;
   }
 
+  bool add(std::uint64_t key, std::uint64_t delta) {
+    Record* r = find(key);
+    // Relaxed: an atomic read-modify-write is exact without ordering; nothing is published.
+    if (r) std::atomic_ref<std::uint64_t>(r->value).fetch_add(delta, std::memory_order_relaxed);
+    return r != nullptr;
+  }
+
+  void* base() const { return base_; }
+  std::size_t bytes() const { return bytes_; }
+
  private:
   // The record holding `key`, or null: get's and assign's probe.
   Record* find(std::uint64_t key) const {
@@ -361,6 +473,7 @@ struct IdealTable {
   }
   bool insert(std::string_view key, std::string_view value) { return t.insert(word(key), word(value)); }
   bool assign(std::string_view key, std::string_view value) { return t.assign(word(key), word(value)); }
+  bool add(std::string_view key, std::int64_t delta) { return t.add(word(key), static_cast<std::uint64_t>(delta)); }
 
  private:
   // The ideal tables take 8-byte keys and values only (checked before they are used).

@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <numeric>
 #include <stdexcept>
 
 namespace shmap::bench {
@@ -24,19 +29,31 @@ bool parse_percent(std::string_view s, unsigned& out) {
 
 }  // namespace
 
-std::optional<Workload> parse_workload(std::string_view s) {
+std::optional<Workload> parse_workload(std::string_view s, double theta, unsigned counter_keys) {
   Workload w;
   w.name = std::string(s);
-  if (s == "get") {
+  w.theta = theta;
+  w.counter_keys = counter_keys;
+  std::string_view mix = s;
+  if (s.starts_with("zipf")) {
+    w.dist = KeyDist::zipf;
+    if (s == "zipf") return w;
+    if (!s.starts_with("zipf-")) return std::nullopt;
+    mix = s.substr(5);
+  }
+  if (mix == "get") {
     w.kind = WorkloadKind::get;
-  } else if (s == "get-miss") {
+  } else if (w.dist == KeyDist::uniform && mix == "get-miss") {
     w.kind = WorkloadKind::get_miss;
-  } else if (s == "insert") {
+  } else if (w.dist == KeyDist::uniform && mix == "insert") {
     w.kind = WorkloadKind::insert;
     w.get_percent = 0;
-  } else if (const auto slash = s.find('/'); slash != std::string_view::npos) {
+  } else if (w.dist == KeyDist::uniform && mix == "counter") {
+    w.kind = WorkloadKind::counter;
+    w.get_percent = 0;
+  } else if (const auto slash = mix.find('/'); slash != std::string_view::npos) {
     unsigned r = 0, wr = 0;
-    if (!parse_percent(s.substr(0, slash), r) || !parse_percent(s.substr(slash + 1), wr) || r + wr != 100) {
+    if (!parse_percent(mix.substr(0, slash), r) || !parse_percent(mix.substr(slash + 1), wr) || r + wr != 100) {
       return std::nullopt;
     }
     w.kind = WorkloadKind::mixed;
@@ -48,21 +65,72 @@ std::optional<Workload> parse_workload(std::string_view s) {
 }
 
 const char* workload_syntax() {
-  return "get | get-miss | insert | R/W (R% get, W% insert_or_assign, R+W=100, e.g. 90/10)";
+  return "get | get-miss | insert | R/W (R% get, W% insert_or_assign, R+W=100, e.g. 90/10) | zipf | "
+         "zipf-R/W (e.g. zipf-90/10) | counter";
 }
 
 std::string Workload::description(std::uint64_t keys) const {
   const std::string n = std::to_string(keys);
+  std::string dist = "uniform random";
+  if (this->dist == KeyDist::zipf) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "zipfian (theta %.2f, hottest key %.1f%% of picks)", theta,
+                  100 / zeta(keys, theta));
+    dist = buf;
+  }
   switch (kind) {
-    case WorkloadKind::get: return "uniform random gets of " + n + " preloaded keys (all hits)";
+    case WorkloadKind::get: return dist + " gets of " + n + " preloaded keys (all hits)";
     case WorkloadKind::get_miss: return "uniform random gets of absent keys, " + n + " keys preloaded (all misses)";
     case WorkloadKind::insert:
       return "each worker inserts its own slice of " + n + " fresh keys into an empty map sized for them";
     case WorkloadKind::mixed:
-      return std::to_string(get_percent) + "% get, " + std::to_string(100 - get_percent) +
-             "% insert_or_assign of uniform random keys among " + n + " preloaded";
+      return std::to_string(get_percent) + "% get, " + std::to_string(100 - get_percent) + "% insert_or_assign of " +
+             dist + " keys among " + n + " preloaded";
+    case WorkloadKind::counter:
+      return "fetch_add(1) on " + std::to_string(counter_keys) + " hot counter keys (uniform among them), " + n +
+             " keys preloaded";
   }
   return name;
+}
+
+double zeta(std::uint64_t n, double theta) {
+  static std::mutex mu;
+  static std::map<std::pair<std::uint64_t, double>, double> memo;
+  const std::lock_guard lock(mu);
+  const auto [it, fresh] = memo.try_emplace({n, theta}, 0.0);
+  if (fresh) {
+    // Smallest terms first, for a sum accurate to the last bits.
+    double sum = 0;
+    for (std::uint64_t i = n; i >= 1; --i) sum += std::pow(static_cast<double>(i), -theta);
+    it->second = sum;
+  }
+  return it->second;
+}
+
+Zipf::Zipf(std::uint64_t n, double theta) : n_(n), theta_(theta) {
+  if (n == 0) throw std::invalid_argument("zipf: n must be at least 1");
+  if (!(theta >= 0 && theta < 1)) throw std::invalid_argument("zipf: theta must be in [0, 1)");
+  alpha_ = 1 / (1 - theta);
+  zetan_ = zeta(n, theta);
+  half_pow_theta_ = std::pow(0.5, theta);
+  const double zeta2 = 1 + half_pow_theta_;
+  eta_ = n < 3 ? 0 : (1 - std::pow(2.0 / static_cast<double>(n), 1 - theta)) / (1 - zeta2 / zetan_);
+}
+
+std::uint64_t Zipf::operator()(double u) const {
+  const double uz = u * zetan_;
+  if (uz < 1 || n_ == 1) return 0;
+  if (uz < 1 + half_pow_theta_ || n_ == 2) return 1;
+  const auto r = static_cast<std::uint64_t>(static_cast<double>(n_) * std::pow(eta_ * u - eta_ + 1, alpha_));
+  return std::min(r, n_ - 1);
+}
+
+double Zipf::probability(std::uint64_t r) const { return std::pow(static_cast<double>(r + 1), -theta_) / zetan_; }
+
+AffinePermutation::AffinePermutation(std::uint64_t n, std::uint64_t seed) : n_(std::max<std::uint64_t>(n, 1)) {
+  a_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(static_cast<double>(n_) * 0.6180339887498949));
+  while (std::gcd(a_, n_) != 1) ++a_;  // terminates: a_ = n_ + 1 is coprime to n_
+  b_ = fmix64(seed ^ 0x082efa98ec4e6c89ull) % n_;
 }
 
 KeySpace::KeySpace(std::uint64_t keys, std::size_t key_bytes, std::size_t value_bytes, std::uint64_t seed)
@@ -128,20 +196,38 @@ OpStream make_stream(const KeySpace& ks, const Workload& wl, unsigned workers, u
   auto put_key = [&](std::size_t op, std::uint64_t i) {
     ks.key(i, s.keys.data() + op * s.key_bytes);
   };
+  // The key index of the next get or mix operation. Zipfian ranks go through a
+  // permutation seeded by `seed` alone, so every worker of a measurement shares
+  // one popularity order.
+  std::optional<Zipf> zipf;
+  std::optional<AffinePermutation> scatter;
+  if (wl.dist == KeyDist::zipf && (wl.kind == WorkloadKind::get || wl.kind == WorkloadKind::mixed)) {
+    zipf.emplace(ks.keys(), wl.theta);
+    scatter.emplace(ks.keys(), seed);
+  }
+  auto pick = [&]() -> std::uint64_t {
+    if (zipf) return (*scatter)((*zipf)(unit_interval(rng.next())));
+    return rng.below(ks.keys());
+  };
 
   switch (wl.kind) {
     case WorkloadKind::get:
     case WorkloadKind::get_miss: {
       reserve(stream_length(ks), false);
       const std::uint64_t first = wl.kind == WorkloadKind::get ? 0 : ks.keys();
-      for (std::size_t op = 0; op < s.count; ++op) put_key(op, first + rng.below(ks.keys()));
+      for (std::size_t op = 0; op < s.count; ++op) put_key(op, first + pick());
+      break;
+    }
+    case WorkloadKind::counter: {
+      reserve(stream_length(ks), false);
+      for (std::size_t op = 0; op < s.count; ++op) put_key(op, rng.below(wl.counter_keys));
       break;
     }
     case WorkloadKind::mixed: {
       reserve(stream_length(ks), true);
       s.is_write.resize(s.count);
       for (std::size_t op = 0; op < s.count; ++op) {
-        put_key(op, rng.below(ks.keys()));
+        put_key(op, pick());
         s.is_write[op] = rng.below(100) >= wl.get_percent ? 1 : 0;
         fill(s.values.data() + op * s.value_bytes, s.value_bytes, rng.next());
       }

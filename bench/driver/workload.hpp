@@ -6,6 +6,11 @@
 // sliced between workers for insert), keys [N, 2N) are never inserted (get-miss).
 // The first 8 bytes of a key are a bijective mix of i, so keys are unique, look
 // uniformly random to any hash, and are never all-zero (the ideal table's EMPTY).
+//
+// Key popularity is uniform, or zipfian: rank r (0 = hottest) is drawn with
+// probability proportional to 1/(r+1)^theta (Zipf below) and mapped to a key
+// index by a permutation (AffinePermutation), so the hot keys are not the
+// first ones preloaded, which sit next to each other in an arena.
 #pragma once
 
 #include <cstddef>
@@ -21,22 +26,34 @@ enum class WorkloadKind {
   get,       // uniform random gets of present keys (all hits)
   get_miss,  // uniform random gets of absent keys (all misses)
   insert,    // every worker inserts its own disjoint slice of the keys into an empty map
-  mixed,     // uniform random present keys: get with probability get_percent, else insert_or_assign
+  mixed,     // present keys: get with probability get_percent, else insert_or_assign
+  counter,   // fetch_add(1) on one of the first counter_keys present keys (uniform among them)
 };
 
+enum class KeyDist { uniform, zipf };
+
 struct Workload {
-  std::string name;  // as given on the command line: "get", "90/10", ...
+  std::string name;  // as given on the command line: "get", "90/10", "zipf", ...
   WorkloadKind kind = WorkloadKind::get;
   unsigned get_percent = 100;  // mixed only
+  KeyDist dist = KeyDist::uniform;  // get and mixed
+  double theta = 0.99;              // zipf only
+  unsigned counter_keys = 8;        // counter only: keys [0, counter_keys) are the counters
 
   bool preloaded() const { return kind != WorkloadKind::insert; }
-  bool reads() const { return kind != WorkloadKind::insert; }
-  bool writes() const { return kind == WorkloadKind::insert || kind == WorkloadKind::mixed; }
+  bool reads() const { return kind != WorkloadKind::insert && kind != WorkloadKind::counter; }
+  bool writes() const {
+    return kind == WorkloadKind::insert || kind == WorkloadKind::mixed || kind == WorkloadKind::counter;
+  }
+  // Key i is a counter: preloaded with an 8-byte zero instead of its value.
+  bool counter_key(std::uint64_t i) const { return kind == WorkloadKind::counter && i < counter_keys; }
   std::string description(std::uint64_t keys) const;
 };
 
-// "get", "get-miss", "insert", or "R/W" with R + W = 100 (R% get, W% insert_or_assign).
-std::optional<Workload> parse_workload(std::string_view s);
+// "get", "get-miss", "insert", "R/W" with R + W = 100 (R% get, W%
+// insert_or_assign), "zipf" (zipfian gets), "zipf-R/W" (a zipfian mix) or
+// "counter". `theta` and `counter_keys` parameterize zipf and counter.
+std::optional<Workload> parse_workload(std::string_view s, double theta = 0.99, unsigned counter_keys = 8);
 // The names parse_workload accepts, for --help and error messages.
 const char* workload_syntax();
 
@@ -54,6 +71,44 @@ struct SplitMix64 {
     return static_cast<std::uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
   }
 };
+
+// zeta(n, theta) = sum over i = 1..n of 1 / i^theta. O(n); memoized (thread-safe).
+double zeta(std::uint64_t n, double theta);
+
+// Zipfian ranks in [0, n): P(r) = 1 / ((r + 1)^theta * zeta(n, theta)), 0 <= theta < 1,
+// drawn by the method of Gray et al., "Quickly generating billion-record
+// synthetic databases" (SIGMOD 1994), as YCSB's ZipfianGenerator does: O(n)
+// setup, O(1) per draw, exact for ranks 0 and 1 and a close approximation of
+// the distribution's tail beyond.
+class Zipf {
+ public:
+  Zipf(std::uint64_t n, double theta);
+  // Maps u, uniform in [0, 1), to a rank.
+  std::uint64_t operator()(double u) const;
+  // The exact probability of rank r under the target distribution.
+  double probability(std::uint64_t r) const;
+  std::uint64_t n() const { return n_; }
+
+ private:
+  std::uint64_t n_;
+  double theta_, alpha_, zetan_, eta_, half_pow_theta_;
+};
+
+// A bijection of [0, n): i -> (a*i + b) mod n, with a near n/phi and coprime to
+// n, so consecutive ranks land far apart. Deterministic in (n, seed).
+class AffinePermutation {
+ public:
+  AffinePermutation(std::uint64_t n, std::uint64_t seed);
+  std::uint64_t operator()(std::uint64_t i) const {
+    return static_cast<std::uint64_t>((static_cast<unsigned __int128>(a_) * i + b_) % n_);
+  }
+
+ private:
+  std::uint64_t n_, a_, b_;
+};
+
+// Uniform double in [0, 1) from 53 random bits.
+inline double unit_interval(std::uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
 
 // The MurmurHash3 finalizer: a bijection on 64-bit words with fmix64(0) == 0.
 constexpr std::uint64_t fmix64(std::uint64_t k) {
