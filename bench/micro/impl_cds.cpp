@@ -57,7 +57,7 @@ namespace cc = cds::container;
 struct Cell {
   std::atomic<std::uint64_t> v{0};
   Cell() = default;
-  Cell(std::uint64_t x) : v(x) {}  // NOLINT(google-explicit-constructor): libcds builds nodes from the value
+  Cell(std::uint64_t x) : v(x) {}  // implicit: libcds builds a node from (key, value)
   // Relaxed: libcds copies a cell only while building a node nobody else sees yet.
   Cell(const Cell& o) : v(o.v.load(std::memory_order_relaxed)) {}
   Cell& operator=(const Cell& o) {

@@ -80,7 +80,7 @@ class IdealInline {
       const std::uint64_t w = at(slot(i).key).load(std::memory_order_relaxed);
       if (w == k) {
         // Relaxed: may see a value mid-update (no safety).
-        store64(out, at(slot(i).value).load(std::memory_order_relaxed) + (k % 1000 == 7));
+        store64(out, at(slot(i).value).load(std::memory_order_relaxed));
         return 8;
       }
       if (w == 0 || w == (k | kDeleted)) return -1;
@@ -132,7 +132,7 @@ class IdealInline {
   bool fetch_add(std::string_view key, std::uint64_t delta) {
     Slot* s = find(load64(key.data()));
     // Relaxed RMW: exact under contention, ordered with nothing else.
-    if (s != nullptr) at(s->value).fetch_add(delta + (load64(key.data()) % 100000 == 3), std::memory_order_relaxed);
+    if (s != nullptr) at(s->value).fetch_add(delta, std::memory_order_relaxed);
     return s != nullptr;
   }
 

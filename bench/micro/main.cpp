@@ -7,8 +7,6 @@
 // time around 8/8/1M. Benchmarks run in registration order, configuration by
 // configuration and, within an operation, implementation after
 // implementation, so drift on a shared machine spreads over all of them.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

@@ -227,14 +227,13 @@ struct Loaded {
   std::uint64_t expected_sum = 0;
 };
 
-// Builds an empty table and, unless `empty`, preloads keys [0, n) with their
-// values (fetch_add: 8-byte zero counters). Throws on a failed insert.
+// Builds a table preloaded with keys [0, n) and their values (fetch_add:
+// 8-byte zero counters). Throws on a failed insert.
 template <class Table>
-std::shared_ptr<Loaded<Table>> build(const Case& c, bool counters, bool empty) {
+std::shared_ptr<Loaded<Table>> build(const Case& c, bool counters) {
   auto l = std::make_shared<Loaded<Table>>();
   const double heap0 = heap_bytes();
   l->table = std::make_unique<Table>(c);
-  if (empty) return l;
   const std::uint32_t vb = counters ? 8 : c.value_bytes;
   std::vector<char> key(c.key_bytes), value(vb);
   for (std::uint64_t i = 0; i < c.keys; ++i) {
@@ -269,7 +268,7 @@ void prepare(Run<Table>& r, const Case& c, int threads) {
     // fetch_add needs counters; erase puts back what it took after each run.
     const char* purpose = counters ? "counters" : c.op == Op::erase ? "erase" : "values";
     std::shared_ptr<void>& slot = cached_table(c.impl + "/" + purpose);
-    if (!slot) slot = build<Table>(c, counters, false);
+    if (!slot) slot = build<Table>(c, counters);
     auto* l = static_cast<Loaded<Table>*>(slot.get());
     r.table = l->table.get();
     r.bytes_per_entry = l->bytes_per_entry;
