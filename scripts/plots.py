@@ -12,8 +12,8 @@ Writes, into DIR (default docs/img):
                              (when the driver recorded latencies)
   micro-<op>.png             items/s per implementation for each op at the
                              8-byte key/value point, 1 and 2 threads
-  micro-sweep-<dim>.png      shmap and the ideal tables across key size, value
-                             size and map size
+  micro-sweep-<dim>.png      get_hit and update of every implementation across
+                             key size, value size and map size (1 thread)
 Needs Debian's python3-matplotlib (scripts/plots.sh installs it).
 """
 import argparse
@@ -237,7 +237,7 @@ def plot_micro(doc, out, written):
     for dim, idx, label in (("key", 2, "key bytes"), ("value", 3, "value bytes"), ("size", 4, "keys in the map")):
         series = defaultdict(list)
         for k, v in rows.items():
-            if k[5] != 1:
+            if k[5] != 1 or k[0] not in ("get_hit", "update"):  # two ops keep the plot readable
                 continue
             fixed = [k[2] == 8, k[3] == 8, k[4] == base_n]
             fixed[idx - 2] = True
@@ -248,9 +248,10 @@ def plot_micro(doc, out, written):
             continue
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for (op, impl), p in sorted(series.items()):
-            ax.plot([x for x, _ in p], [y for _, y in p], marker="o", label=f"{op} {impl}",
-                    color=color(impl), linestyle="-" if op.startswith("get") else "--")
+            ax.plot([x for x, _ in p], [y for _, y in p], marker="o" if op == "get_hit" else "s",
+                    label=f"{op} {impl}", color=color(impl), linestyle="-" if op == "get_hit" else "--")
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("Mops/s, 1 thread")
         ax.set_title(f"micro: {label} sweep (others at 8 B / 8 B / {base_n} keys)", fontsize=9)

@@ -13,6 +13,7 @@
 // first ones preloaded, which sit next to each other in an arena.
 #pragma once
 
+#include "../common/splitmix64.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -57,20 +58,7 @@ std::optional<Workload> parse_workload(std::string_view s, double theta = 0.99, 
 // The names parse_workload accepts, for --help and error messages.
 const char* workload_syntax();
 
-// SplitMix64: the seed expander and per-worker PRNG (fast, 64-bit state, passes BigCrush).
-struct SplitMix64 {
-  std::uint64_t state;
-  std::uint64_t next() {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n) (Lemire's multiply-shift; the bias is below 2^-40 for n < 2^24).
-  std::uint64_t below(std::uint64_t n) {
-    return static_cast<std::uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
-  }
-};
+using benchutil::SplitMix64;  // bench/common/splitmix64.hpp
 
 // zeta(n, theta) = sum over i = 1..n of 1 / i^theta. O(n); memoized (thread-safe).
 double zeta(std::uint64_t n, double theta);

@@ -34,6 +34,7 @@
 //   struct ThreadScope                          constructed on each benchmark thread (libcds attaches)
 #pragma once
 
+#include "../common/splitmix64.hpp"
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -120,19 +121,7 @@ inline void write_value(const char* key, std::uint32_t value_bytes, char* out) {
   store64(out, load64(key) ^ kValueTag);
 }
 
-// SplitMix64: the seed expander and stream generator.
-struct SplitMix64 {
-  std::uint64_t state;
-  std::uint64_t next() {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t below(std::uint64_t n) {
-    return static_cast<std::uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
-  }
-};
+using benchutil::SplitMix64;  // bench/common/splitmix64.hpp
 
 // One thread's operations: the key bytes in operation order (read
 // sequentially by the timed loop: no key generation, no indirection), and for
