@@ -13,13 +13,14 @@
 // first ones preloaded, which sit next to each other in an arena.
 #pragma once
 
-#include "../common/splitmix64.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "../common/splitmix64.hpp"
 
 namespace shmap::bench {
 
@@ -36,7 +37,7 @@ enum class KeyDist { uniform, zipf };
 struct Workload {
   std::string name;  // as given on the command line: "get", "90/10", "zipf", ...
   WorkloadKind kind = WorkloadKind::get;
-  unsigned get_percent = 100;  // mixed only
+  unsigned get_percent = 100;       // mixed only
   KeyDist dist = KeyDist::uniform;  // get and mixed
   double theta = 0.99;              // zipf only
   unsigned counter_keys = 8;        // counter only: keys [0, counter_keys) are the counters
@@ -96,7 +97,9 @@ class AffinePermutation {
 };
 
 // Uniform double in [0, 1) from 53 random bits.
-inline double unit_interval(std::uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
+inline double unit_interval(std::uint64_t bits) {
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
 
 // The MurmurHash3 finalizer: a bijection on 64-bit words with fmix64(0) == 0.
 constexpr std::uint64_t fmix64(std::uint64_t k) {
@@ -137,9 +140,9 @@ class KeySpace {
 struct OpStream {
   std::size_t key_bytes = 0;
   std::size_t value_bytes = 0;
-  std::size_t count = 0;   // operations in the stream
-  bool cyclic = true;      // restart at the end (duration-bound) or stop (insert: the slice is done)
-  std::vector<char> keys;  // count * key_bytes
+  std::size_t count = 0;               // operations in the stream
+  bool cyclic = true;                  // restart at the end (duration-bound) or stop (insert: the slice is done)
+  std::vector<char> keys;              // count * key_bytes
   std::vector<char> values;            // count * value_bytes, for writes
   std::vector<std::uint8_t> is_write;  // mixed only: 1 = insert_or_assign, 0 = get
 

@@ -34,7 +34,6 @@
 //   struct ThreadScope                          constructed on each benchmark thread (libcds attaches)
 #pragma once
 
-#include "../common/splitmix64.hpp"
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -51,19 +50,28 @@
 #include <thread>
 #include <vector>
 
+#include "../common/splitmix64.hpp"
+
 namespace shmap::micro {
 
 enum class Op { get_hit, get_miss, update, mixed, fetch_add, insert, erase };
 
 inline const char* op_name(Op op) {
   switch (op) {
-    case Op::get_hit: return "get_hit";
-    case Op::get_miss: return "get_miss";
-    case Op::update: return "update";
-    case Op::mixed: return "mixed_90_10";
-    case Op::fetch_add: return "fetch_add";
-    case Op::insert: return "insert";
-    case Op::erase: return "erase";
+    case Op::get_hit:
+      return "get_hit";
+    case Op::get_miss:
+      return "get_miss";
+    case Op::update:
+      return "update";
+    case Op::mixed:
+      return "mixed_90_10";
+    case Op::fetch_add:
+      return "fetch_add";
+    case Op::insert:
+      return "insert";
+    case Op::erase:
+      return "erase";
   }
   return "?";
 }
@@ -89,8 +97,12 @@ inline std::uint64_t load64(const void* p) {
   std::memcpy(&w, p, sizeof w);
   return w;
 }
-inline void store64(void* p, std::uint64_t w) { std::memcpy(p, &w, sizeof w); }
-inline std::uint64_t round8(std::uint64_t x) { return (x + 7) & ~std::uint64_t{7}; }
+inline void store64(void* p, std::uint64_t w) {
+  std::memcpy(p, &w, sizeof w);
+}
+inline std::uint64_t round8(std::uint64_t x) {
+  return (x + 7) & ~std::uint64_t{7};
+}
 
 // A bijection of [0, 2^63) that maps 0 to 0 (xorshifts and odd multiplies mod 2^63).
 constexpr std::uint64_t mix63(std::uint64_t x) {
@@ -103,7 +115,9 @@ constexpr std::uint64_t mix63(std::uint64_t x) {
   return x;
 }
 // First word of key i: in [1, 2^63), distinct for distinct i.
-constexpr std::uint64_t key_word(std::uint64_t i) { return mix63(i + 1); }
+constexpr std::uint64_t key_word(std::uint64_t i) {
+  return mix63(i + 1);
+}
 
 // Writes key i (key_bytes >= 8) to out.
 inline void write_key(std::uint64_t i, std::uint32_t key_bytes, char* out) {
@@ -263,8 +277,8 @@ void prepare(Run<Table>& r, const Case& c, int threads) {
     r.bytes_per_entry = l->bytes_per_entry;
     r.expected_sum = &l->expected_sum;
   }
-  const StreamKind kind = c.op == Op::get_miss ? StreamKind::miss
-                          : c.op == Op::mixed  ? StreamKind::mixed
+  const StreamKind kind = c.op == Op::get_miss                        ? StreamKind::miss
+                          : c.op == Op::mixed                         ? StreamKind::mixed
                           : (c.op == Op::insert || c.op == Op::erase) ? StreamKind::slice
                                                                       : StreamKind::hit;
   for (int t = 0; t < threads; ++t) r.streams.push_back(&stream(kind, c.key_bytes, c.keys, threads, t));
@@ -452,7 +466,7 @@ void run_case(benchmark::State& st, const Case& c) {
 // An implementation as main() registers it.
 struct Impl {
   const char* name;
-  bool threaded;                                        // also run with 2 threads
+  bool threaded;  // also run with 2 threads
   bool (*supports)(std::uint32_t key_bytes, std::uint32_t value_bytes);
   void (*run)(benchmark::State&, const Case&);
 };
