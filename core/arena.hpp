@@ -96,8 +96,6 @@ class Arena {
     return reinterpret_cast<std::uint64_t*>(base_ + ref * 8);
   }
   std::uint64_t bytes() const noexcept { return bytes_; }
-  RegistryEntry& entry(std::uint32_t e) const noexcept { return entries_[e]; }
-  SegmentHeader* header() const noexcept { return header_; }
 
   [[noreturn]] void corrupt(const char* what, std::uint64_t ref) const;
 

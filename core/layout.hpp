@@ -171,7 +171,6 @@ struct FreeHeader {
     return (std::uint64_t(gen) << 32) | (std::uint64_t(holder & 0xffffu) << 8) | (cls & 0xffu);
   }
   static constexpr std::uint32_t cls_of(std::uint64_t raw) { return std::uint32_t(raw & 0xffu); }
-  static constexpr std::uint32_t holder_of(std::uint64_t raw) { return std::uint32_t((raw >> 8) & 0xffffu); }
 };
 
 // The size class of the block whose header is `raw` (allocated or free).
@@ -189,7 +188,6 @@ struct CarveClaim {
   }
   static constexpr bool is_claim(std::uint64_t raw) { return raw != 0 && (raw >> 32) == 0; }
   static constexpr std::uint64_t bytes_of(std::uint64_t raw) { return (raw & 0xfffffu) * 8; }
-  static constexpr std::uint32_t holder_of(std::uint64_t raw) { return std::uint32_t((raw >> 20) & 0xfffu); }
 };
 
 // The pool: per size class, kPoolCells cells, each 0 or {ref (32) | gen (32)}

@@ -245,13 +245,12 @@ Map Map::create(std::string_view name, const Options& opts) {
 Map Map::open(std::string_view name, const Options& opts) {
   Map map(std::make_unique<Impl>(detail::open_segment(name, opts), opts.open_timeout));
   if (opts.recover_on_open && !opts.read_only) {
-    try {
-      (void)map.recover();
-    } catch (const Error& e) {
-      // A dead entry that recovery cannot undo (damage): the open still
-      // succeeds; fsck reports it, repair rebuilds it.
-      if (e.code() != make_error_code(errc::corrupt)) throw;
-    }
+    // A dead entry that recovery cannot undo (damage) is left, counted, and
+    // the open still succeeds: fsck reports it, repair rebuilds it.
+    Impl& m = *map.impl_;
+    const std::uint32_t self = m.writer();
+    (void)m.recover_dead(self);
+    (void)m.borrow_orphans(self, detail::kClasses);
   }
   return map;
 }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -79,20 +80,16 @@ struct Map::Impl {
   // Recovery (recover.cpp).
   // `repairing`: the caller holds the maintenance mark (repair), which the
   // borrow would otherwise take for a running repair and back off from.
-  RecoverReport recover_dead(std::uint32_t self, bool repairing = false);
+  // Entries whose recovery meets damage are left as they were and counted in
+  // `damaged` (the first error in *damage); the others are recovered.
+  RecoverReport recover_dead(std::uint32_t self, bool repairing = false, std::optional<Error>* damage = nullptr);
   std::uint32_t borrow_orphans(std::uint32_t self, std::uint32_t cls);
   // Allocation with the slow path: pool, carve, then recover dead entries and
   // borrow orphan heaps, then once more.
   std::uint64_t allocate(std::uint32_t e, std::uint32_t klen, std::uint32_t vlen) {
     if (const std::uint64_t ref = arena.allocate(e, klen, vlen)) return ref;
     const std::uint32_t cls = detail::size_class_of(RecordHeader::record_bytes_for(klen, vlen));
-    try {
-      recover_dead(e);
-    } catch (const Error& err) {
-      // A dead entry recovery cannot undo (damage): this write still gets
-      // what the pool and orphans have; fsck and repair deal with the damage.
-      if (err.code() != make_error_code(errc::corrupt)) throw;
-    }
+    recover_dead(e);
     borrow_orphans(e, cls);
     return arena.allocate(e, klen, vlen);
   }

@@ -29,6 +29,7 @@
 // Then the lists are recounted, handed to the pool as far as cells allow, the
 // intents cleared, and the entry released: its remaining lists stay with it
 // (an orphan heap, adopted by the next claimer or borrowed when short).
+#include <optional>
 #include <string>
 
 #include "map_impl.hpp"
@@ -302,7 +303,7 @@ bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner bor
 
 }  // namespace
 
-RecoverReport Map::Impl::recover_dead(std::uint32_t self, bool repairing) {
+RecoverReport Map::Impl::recover_dead(std::uint32_t self, bool repairing, std::optional<Error>* damage) {
   RecoverReport report;
   const detail::Owner borrower = detail::self_owner().as_borrower();
   const std::uint32_t n = detail::entries_in_use(header);
@@ -314,11 +315,17 @@ RecoverReport Map::Impl::recover_dead(std::uint32_t self, bool repairing) {
     if (!borrow(*this, j, raw, borrower, repairing)) continue;
     try {
       Recovery(*this, j, report).run();
-    } catch (...) {
-      // Damage recovery cannot undo: leave the entry as we found it (the
-      // next recovery meets the same error; fsck reports it).
+    } catch (const Error& e) {
+      // Damage recovery cannot undo: leave the entry as we found it (fsck
+      // reports it, repair rebuilds around it) and go on with the others.
       // Seq_cst: as in borrow().
       atom(registry[j].owner).store(raw, std::memory_order_seq_cst);
+      if (e.code() != make_error_code(errc::corrupt)) throw;
+      if (damage && !damage->has_value()) damage->emplace(e);
+      ++report.damaged;
+      continue;
+    } catch (...) {
+      atom(registry[j].owner).store(raw, std::memory_order_seq_cst);  // Seq_cst: as in borrow().
       throw;
     }
     ++report.entries;
@@ -356,8 +363,10 @@ std::uint32_t Map::Impl::borrow_orphans(std::uint32_t self, std::uint32_t cls) {
 RecoverReport Map::recover() {
   Impl& m = *impl_;
   const std::uint32_t self = m.writer();
-  RecoverReport report = m.recover_dead(self);
+  std::optional<Error> damage;
+  RecoverReport report = m.recover_dead(self, false, &damage);
   report.orphans_borrowed = m.borrow_orphans(self, detail::kClasses);
+  if (damage) throw *damage;  // after everything else was recovered
   return report;
 }
 

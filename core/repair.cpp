@@ -97,11 +97,7 @@ class MaintenanceMark {
 // entries still held by dead owners (their recovery met damage): the rebuild
 // zeroes them and releases them.
 std::vector<std::uint32_t> require_alone(Map::Impl& m, std::uint32_t mine) {
-  try {
-    (void)m.recover_dead(mine, true);
-  } catch (const Error& e) {
-    if (e.code() != make_error_code(errc::corrupt)) throw;
-  }
+  (void)m.recover_dead(mine, true);
   m.release_idle(true);
   std::string others;
   std::vector<std::uint32_t> dead;

@@ -137,6 +137,7 @@ struct RecoverReport {
   std::uint64_t blocks_returned = 0; // blocks they held that went back to the free lists
   std::uint64_t bytes_returned = 0;
   std::uint32_t orphans_borrowed = 0;  // released heaps whose lists were moved to the pool
+  std::uint32_t damaged = 0;           // dead entries whose intents are damaged: left for repair()
 };
 
 struct SizeClassStats {
@@ -318,7 +319,9 @@ class Map {
   // counters is settled. Online: other processes keep reading and writing.
   // Also moves the free lists of released heaps to the shared pool. Writes
   // also run it when their allocation runs short, and a writable open runs it
-  // (Options::recover_on_open). A writable handle. Lock-free.
+  // (Options::recover_on_open). A writable handle. Lock-free. An entry whose
+  // intents are damaged is left as it was (repair() rebuilds around it) and,
+  // after every other entry is recovered, reported by Error(errc::corrupt).
   RecoverReport recover();
   // Rebuilds the arena's free lists and counters from the index: every carved
   // byte that no slot refers to becomes free, and the counters are recomputed.
