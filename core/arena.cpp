@@ -13,12 +13,13 @@
 #include <string>
 
 #include "fault.hpp"
-#include "segment.hpp"
 
 namespace shmap::detail {
 namespace {
 
-std::uint64_t ref_gen(std::uint64_t ref, std::uint32_t gen) { return ref | (std::uint64_t(gen) << 32); }
+std::uint64_t ref_gen(std::uint64_t ref, std::uint32_t gen) {
+  return ref | (std::uint64_t(gen) << 32);
+}
 
 std::uint32_t blocks_per_carve(std::uint64_t block_bytes) {
   return std::uint32_t(std::clamp<std::uint64_t>(kCarveBytes / block_bytes, 1, kBatchBlocks));
@@ -31,9 +32,57 @@ void Arena::corrupt(const char* what, std::uint64_t ref) const {
 }
 
 bool Arena::exhausted() const noexcept {
-  // Relaxed: a heuristic; it only decides how eagerly frees donate.
+  // Relaxed (both): a heuristic; it only decides how eagerly frees donate.
   const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
-  return top > bytes_ || bytes_ - top < kCarveBytes;
+  const std::uint64_t max = mapping_->max_arena_bytes();
+  if (top > max || max - top < kCarveBytes) return true;
+  return std::atomic_ref<std::uint64_t>(grow_failed_).load(std::memory_order_relaxed) != 0 &&
+         bytes() - std::min(bytes(), top) < kCarveBytes;
+}
+
+std::uint64_t Arena::bytes() const noexcept {
+  // Acquire: pairs with the grower's release CAS; the file is at least this
+  // long once the size is published (grow_file returned first).
+  const std::uint64_t n = atom(header_->arena_bytes).load(std::memory_order_acquire);
+  return std::min(n, mapping_->max_arena_bytes());
+}
+
+bool Arena::in_bounds_slow(std::uint64_t ref, std::uint64_t bytes) const noexcept {
+  const std::uint64_t off = ref * 8;
+  const std::uint64_t size = this->bytes();
+  if (ref == 0 || off < kArenaFirstOffset || off > size || bytes > size - off) return false;
+  if (!mapping_->ensure_mapped(mapping_->fixed.arena_offset + off + bytes)) return false;
+  const std::uint64_t lim = std::min(size, mapping_->mapped() - mapping_->fixed.arena_offset);
+  // Relaxed: process-local; only raised (a racing raise to a smaller value is
+  // harmless: the next miss comes back here).
+  std::atomic_ref<std::uint64_t>(limit_).store(lim, std::memory_order_relaxed);
+  return true;
+}
+
+bool Arena::grow(std::uint64_t end) {
+  std::uint64_t cur = bytes();
+  if (end <= cur) return true;
+  const std::uint64_t max = mapping_->max_arena_bytes();
+  const std::uint64_t offset = mapping_->fixed.arena_offset;
+  if (end > max) return false;
+  // Double (the file is sparse: only one granule is committed), within the cap.
+  const std::uint64_t want = std::min(max, std::max(end, cur * 2));
+  const std::uint64_t file_end =
+      std::min((offset + want + kSegmentAlign - 1) / kSegmentAlign * kSegmentAlign, offset + max);
+  if (mapping_->grow_file(file_end) != 0) {
+    // Relaxed: process-local hint (see exhausted()).
+    std::atomic_ref<std::uint64_t>(grow_failed_).store(1, std::memory_order_relaxed);
+    return false;
+  }
+  SHMAP_FAULT("grow: file extended, size not yet raised");
+  const std::uint64_t size = file_end - offset;
+  // Release: pairs with bytes()'s acquire; raise only (a slower grower with a
+  // smaller target loses the CAS and finds the larger size).
+  while (cur < size && !atom(header_->arena_bytes)
+                            .compare_exchange_weak(cur, size, std::memory_order_release, std::memory_order_acquire)) {
+  }
+  std::atomic_ref<std::uint64_t>(grow_failed_).store(0, std::memory_order_relaxed);  // Relaxed: as above.
+  return true;
 }
 
 std::uint32_t Arena::chain_length(std::uint64_t ref, std::uint32_t limit) const {
@@ -77,7 +126,8 @@ std::uint64_t Arena::allocate(std::uint32_t ei, std::uint32_t klen, std::uint32_
   atom32(e.count[cls]).store(atom32(e.count[cls]).load(std::memory_order_relaxed) - 1, std::memory_order_release);
   SHMAP_FAULT("allocate: popped, header not yet written");
 
-  const RecordHeader fresh = RecordHeader::make(RecordHeader::allocated_gen(old.gen()), klen, vlen);  // odd -> even, never 0
+  const RecordHeader fresh =
+      RecordHeader::make(RecordHeader::allocated_gen(old.gen()), klen, vlen);  // odd -> even, never 0
   // Site A1. The release fence orders the new generation before every later
   // store into the block (key, value); it pairs with the acquire fence in a
   // reader's validation (map_impl.hpp, R3): a reader that saw any of the new
@@ -187,14 +237,15 @@ void Arena::donate(std::uint32_t ei, std::uint32_t cls, std::uint32_t keep) {
     for (std::uint32_t i = cell; i < kPoolCells && !placed; ++i) {
       std::uint64_t expected = 0;
       // Release: a taker that reads the cell (acquire) sees the batch header.
-      placed = atom(pool.cells[i]).compare_exchange_strong(expected, pool_cell(first, gen), std::memory_order_release,
-                                                           std::memory_order_relaxed);
+      placed = atom(pool.cells[i])
+                   .compare_exchange_strong(expected, pool_cell(first, gen), std::memory_order_release,
+                                            std::memory_order_relaxed);
     }
     if (!placed) {
       // No cell names generation `gen`, so nobody can take the batch: relink it.
       atom(block(last)[1]).store(rest, std::memory_order_relaxed);  // Relaxed: published below.
       atom32(e.head[cls]).store(static_cast<std::uint32_t>(first), std::memory_order_release);  // Release (list).
-      atom32(e.count[cls]).store(count, std::memory_order_release);  // Release: length hint.
+      atom32(e.count[cls]).store(count, std::memory_order_release);                             // Release: length hint.
     }
     SHMAP_FAULT("donate: placed, intent not yet cleared");
     atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
@@ -230,8 +281,9 @@ bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
     SHMAP_FAULT("take: intent recorded");
     // Acq_rel: acquire pairs with the donor's release header store (the
     // chain's links); release publishes our intent before our ownership.
-    const bool won = atom(block(first)[0]).compare_exchange_strong(
-        expected, FreeHeader::make(gen, cls, ei + 1), std::memory_order_acq_rel, std::memory_order_relaxed);
+    const bool won = atom(block(first)[0])
+                         .compare_exchange_strong(expected, FreeHeader::make(gen, cls, ei + 1),
+                                                  std::memory_order_acq_rel, std::memory_order_relaxed);
     if (won) {
       SHMAP_FAULT("take: batch taken, not yet on the list");
       // Release: a survivor that sees the cell cleared sees our header CAS
@@ -239,7 +291,7 @@ bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
       atom(pool.cells[i]).compare_exchange_strong(cell, 0, std::memory_order_release, std::memory_order_relaxed);
       const std::uint32_t n = chain_length(first, kBatchBlocks);
       atom32(e.head[cls]).store(static_cast<std::uint32_t>(first), std::memory_order_release);  // Release (list).
-      atom32(e.count[cls]).store(n, std::memory_order_release);  // Release: length hint.
+      atom32(e.count[cls]).store(n, std::memory_order_release);                                 // Release: length hint.
     }
     atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
     if (won) return true;
@@ -248,12 +300,12 @@ bool Arena::take(std::uint32_t ei, std::uint32_t cls) {
 }
 
 void Arena::help_bump(std::uint64_t top) {
-  if (top < kArenaFirstOffset || top >= bytes_ || top % 8 != 0) return;
+  if (top < kArenaFirstOffset || top % 8 != 0 || !in_bounds(top / 8, 8)) return;
   // Acquire: pairs with the claimer's release CAS of the claim word.
   const std::uint64_t w = atom(block(top / 8)[0]).load(std::memory_order_acquire);
   if (!CarveClaim::is_claim(w)) return;
-  const std::uint64_t size = CarveClaim::bytes_of(w);
-  if (size == 0 || size > bytes_ - top) corrupt("a carve claim overruns the arena", top / 8);
+  const std::uint64_t size = CarveClaim::bytes_of(w, top);
+  if (size == 0 || size > bytes() - top) corrupt("a carve claim overruns the arena", top / 8);
   // Relaxed: the bump offset only hands out disjoint ranges; the chunk's
   // ownership is in its claim word.
   atom(header_->arena_top.value).compare_exchange_strong(top, top + size, std::memory_order_relaxed);
@@ -265,11 +317,14 @@ bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
   for (;;) {
     // Relaxed: the claim CAS below decides.
     const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
-    if (top < kArenaFirstOffset || top > bytes_ || top % 8 != 0) corrupt("arena bump offset out of range", top / 8);
-    if (block_bytes > bytes_ - top) return false;
-    const std::uint32_t n =
-        std::min<std::uint64_t>(blocks_per_carve(block_bytes), (bytes_ - top) / block_bytes);
+    const std::uint64_t arena = bytes();
+    if (top < kArenaFirstOffset || top > arena || top % 8 != 0) corrupt("arena bump offset out of range", top / 8);
+    const std::uint64_t want = blocks_per_carve(block_bytes) * block_bytes;
+    if (want > arena - top && grow(top + want)) continue;
+    if (block_bytes > arena - top) return false;
+    const std::uint32_t n = std::min<std::uint64_t>(blocks_per_carve(block_bytes), (arena - top) / block_bytes);
     const std::uint64_t size = n * block_bytes;
+    if (!in_bounds(top / 8, size)) corrupt("the arena is not mapped where its size says it is", top / 8);
     std::uint64_t* claim = block(top / 8);
     // Acquire: see help_bump.
     if (const std::uint64_t w = atom(claim[0]).load(std::memory_order_acquire); w != 0) {
@@ -310,15 +365,76 @@ bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
     SHMAP_FAULT("carve: chunk cut, not yet on the list");
     atom32(e.carved[cls]).store(carved_after, std::memory_order_release);  // Release: counter share.
     atom32(e.head[cls]).store(static_cast<std::uint32_t>(top / 8), std::memory_order_release);  // Release (list).
-    atom32(e.count[cls]).store(n, std::memory_order_release);  // Release: length hint.
+    atom32(e.count[cls]).store(n, std::memory_order_release);                                   // Release: length hint.
+    atom(e.x_kind).store(0, std::memory_order_release);                                         // Release (intent).
+    return true;
+  }
+}
+
+bool Arena::carve_run(std::uint32_t ei, std::uint32_t slot, std::uint64_t pages) {
+  RegistryEntry& e = entries_[ei];
+  for (;;) {
+    // Relaxed: the claim CAS below decides.
+    const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
+    const std::uint64_t arena = bytes();
+    if (top < kArenaFirstOffset || top > arena || top % 8 != 0) corrupt("arena bump offset out of range", top / 8);
+    const std::uint64_t end = CarveClaim::run_start(top) + pages * kPageBytes;
+    if (end > arena) {
+      if (!grow(end)) return false;
+      continue;
+    }
+    if (!in_bounds(top / 8, end - top)) corrupt("the arena is not mapped where its size says it is", top / 8);
+    std::uint64_t* claim = block(top / 8);
+    // Acquire: see help_bump.
+    if (const std::uint64_t w = atom(claim[0]).load(std::memory_order_acquire); w != 0) {
+      if (CarveClaim::is_claim(w)) {
+        help_bump(top);
+        continue;
+      }
+      // Relaxed: as in carve().
+      if (atom(header_->arena_top.value).load(std::memory_order_relaxed) == top)
+        corrupt("the word at the arena bump offset is neither zero nor a claim", top / 8);
+      continue;
+    }
+    atom(e.x_ref).store(top / 8, std::memory_order_relaxed);
+    atom(e.x_gen).store(pages, std::memory_order_relaxed);
+    atom(e.x_cls).store(slot, std::memory_order_relaxed);
+    // Release (intent): the arguments are visible with the kind.
+    atom(e.x_kind).store(std::uint64_t(Exchange::run_carve), std::memory_order_release);
+    std::uint64_t zero = 0;
+    // Acq_rel: as in carve(): our intent is visible before the claim, and our
+    // writes to the run are ordered after it.
+    if (!atom(claim[0]).compare_exchange_strong(zero, RunClaim::make(ei, pages), std::memory_order_acq_rel,
+                                                std::memory_order_acquire)) {
+      atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
+      continue;
+    }
+    SHMAP_FAULT("run: claimed, bump offset not yet advanced");
+    atom(e.x_kind).store(std::uint64_t(Exchange::run_carved), std::memory_order_release);  // Release (intent).
+    finish_run(ei, slot, top, pages);
     atom(e.x_kind).store(0, std::memory_order_release);  // Release (intent).
     return true;
   }
 }
 
+void Arena::finish_run(std::uint32_t ei, std::uint32_t slot, std::uint64_t top, std::uint64_t pages) {
+  if (slot >= kRuns) corrupt("a run intent names no run slot", top / 8);
+  help_bump(top);
+  SHMAP_FAULT("run: bump offset advanced, not yet installed");
+  // The claim word stays (in the padding before the run): see layout.hpp.
+  const std::uint64_t start = CarveClaim::run_start(top);
+  std::uint64_t reserving = RunGeom::reserving(ei).raw;
+  // Release: pairs with the acquire load of the geometry (Tables::geom): the
+  // run's bytes (zero since the file grew over them) are ours to hand over.
+  atom(header_->runs[slot].geom)
+      .compare_exchange_strong(reserving, RunGeom::make(start / kPageBytes, pages, (start - top) / 8).raw,
+                               std::memory_order_release, std::memory_order_relaxed);
+}
+
 void Arena::cut_chunk(std::uint64_t offset, std::uint64_t size, std::uint32_t cls) {
   const std::uint64_t block_bytes = size_class_bytes(cls);
-  if (!in_bounds(offset / 8, size) || size % block_bytes != 0) corrupt("a carved chunk does not fit the arena", offset / 8);
+  if (!in_bounds(offset / 8, size) || size % block_bytes != 0)
+    corrupt("a carved chunk does not fit the arena", offset / 8);
   // Last block first, so the claim word (the first block's header) is
   // replaced only when the whole chunk is cut.
   for (std::uint64_t at = offset + size; at > offset;) {

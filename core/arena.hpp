@@ -31,23 +31,39 @@
 // to odd (free header), release fence (site F1); push onto the local list;
 // clear entry.freeing. A local list past kLocalMax blocks (or any, once the
 // bump region is exhausted) donates a batch to the pool.
+//
+// GROWTH. The arena's size is the header's arena_bytes, which only grows:
+// when the bump region cannot give a chunk, the carver extends the file
+// (Mapping::grow_file: nothing is committed but one granule, nothing moves)
+// and raises arena_bytes by CAS; a carver killed between the two leaves a
+// longer file, which the next grower reuses. Every process maps the new part
+// when it first meets an offset in it (in_bounds).
+//
+// RUNS. Index tables live in runs: page-aligned ranges carved from the bump
+// offset like chunks, with a run claim (layout.hpp), and listed in the
+// header's runs[]; they never hold records.
 #pragma once
 
 #include <cstdint>
 #include <string_view>
 
 #include "layout.hpp"
+#include "segment.hpp"
 
 namespace shmap::detail {
 
-inline constexpr std::uint32_t kLocalMax = 64;        // a local list longer than this donates a batch
-inline constexpr std::uint64_t kCarveBytes = 2048;    // bytes carved at once (at least one block)
+inline constexpr std::uint32_t kLocalMax = 64;      // a local list longer than this donates a batch
+inline constexpr std::uint64_t kCarveBytes = 2048;  // bytes carved at once (at least one block)
 
 class Arena {
  public:
   Arena() = default;
-  Arena(SegmentHeader* header, char* base, std::uint64_t bytes, RegistryEntry* entries, std::string_view segment)
-      : header_(header), base_(base), bytes_(bytes), entries_(entries), segment_(segment) {}
+  Arena(Mapping* mapping, RegistryEntry* entries)
+      : mapping_(mapping),
+        header_(mapping->header()),
+        base_(mapping->arena()),
+        entries_(entries),
+        segment_(mapping->name) {}
 
   // Returns the ref of a block holding a fresh record header for (klen, vlen),
   // recorded in entries[e].pending, or 0 if neither the local list, the pool
@@ -72,6 +88,16 @@ class Arena {
   bool take(std::uint32_t e, std::uint32_t cls);
   // Carves a chunk of class `cls` onto e's (empty) local list.
   bool carve(std::uint32_t e, std::uint32_t cls);
+  // Carves a run of `pages` pages for an index table into run slot `slot`
+  // (which e reserved: RunGeom::reserving(e)) and installs its geometry there.
+  // Recorded in e's exchange intent (run_carve, run_carved). False if the
+  // arena cannot grow to hold it.
+  bool carve_run(std::uint32_t e, std::uint32_t slot, std::uint64_t pages);
+  // The steps of carve_run after its claim won (recovery finishes them).
+  void finish_run(std::uint32_t e, std::uint32_t slot, std::uint64_t top, std::uint64_t pages);
+  // Grows the arena so that it holds at least `end` bytes. False if max_bytes
+  // or the filesystem does not allow it.
+  bool grow(std::uint64_t end);
   // Cuts the claimed chunk [offset, offset + bytes) into free blocks of class
   // `cls` linked in address order (the first header is written last, over the
   // claim). Idempotent.
@@ -86,23 +112,39 @@ class Arena {
   // The length of the chain starting at `ref` (at most `limit` nodes, else corrupt).
   std::uint32_t chain_length(std::uint64_t ref, std::uint32_t limit) const;
 
-  // True if [ref*8, ref*8 + bytes) lies inside the usable arena.
+  // True if [ref*8, ref*8 + bytes) lies inside the arena (and is then mapped
+  // in this process). The fast path compares with what this process has
+  // mapped; past it, the slow path reads the arena's current size and maps
+  // the new part.
   bool in_bounds(std::uint64_t ref, std::uint64_t bytes) const noexcept {
     const std::uint64_t off = ref * 8;
-    return ref != 0 && off >= kArenaFirstOffset && off <= bytes_ && bytes <= bytes_ - off;
+    // Relaxed: a process-local bound, raised only after the range is mapped
+    // (and re-checked by the slow path).
+    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_relaxed);
+    if (ref != 0 && off >= kArenaFirstOffset && off <= lim && bytes <= lim - off) return true;
+    return in_bounds_slow(ref, bytes);
+  }
+  // The same for an arena byte range [offset, offset + bytes).
+  bool range_in_bounds(std::uint64_t offset, std::uint64_t bytes) const noexcept {
+    return offset % 8 == 0 && in_bounds(offset / 8, bytes);
   }
 
-  std::uint64_t* block(std::uint64_t ref) const noexcept {
-    return reinterpret_cast<std::uint64_t*>(base_ + ref * 8);
-  }
-  std::uint64_t bytes() const noexcept { return bytes_; }
+  std::uint64_t* block(std::uint64_t ref) const noexcept { return reinterpret_cast<std::uint64_t*>(base_ + ref * 8); }
+  char* at(std::uint64_t offset) const noexcept { return base_ + offset; }
+  // The arena's current size (it only grows), at most what the reserve maps.
+  std::uint64_t bytes() const noexcept;
+  Mapping& mapping() const noexcept { return *mapping_; }
 
   [[noreturn]] void corrupt(const char* what, std::uint64_t ref) const;
 
  private:
+  bool in_bounds_slow(std::uint64_t ref, std::uint64_t bytes) const noexcept;
+
+  Mapping* mapping_ = nullptr;
   SegmentHeader* header_ = nullptr;
   char* base_ = nullptr;
-  std::uint64_t bytes_ = 0;
+  mutable std::uint64_t limit_ = 0;        // arena bytes this process has mapped (atomic_ref)
+  mutable std::uint64_t grow_failed_ = 0;  // the last growth failed (full filesystem or cap; atomic_ref)
   RegistryEntry* entries_ = nullptr;
   std::string_view segment_;
 };

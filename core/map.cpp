@@ -1,46 +1,13 @@
-// The index and the map operations.
-//
-// INDEX. index_slots (a power of two) 64-bit slot words, linear probing from
-// hash & mask, so a probe walks consecutive words of one cache line before it
-// crosses to the next. A slot moves EMPTY -> LIVE(K) -> ... and once claimed
-// for key K it stays K's until an index rebuild (a future issue): updates CAS
-// one LIVE(K) word for another, erase CASes LIVE(K) -> DELETED, and DELETED is
-// never reused. Hence every writer of K meets K's live slot before the first
-// EMPTY slot of its probe sequence, which is what makes "exactly one live slot
-// per key" hold without locks.
-//
-// OPERATIONS (linearization points in brackets; details in docs/design.md)
-//   get/contains  load slot words (acquire) along the probe sequence; at a
-//                 fingerprint match read the record optimistically and
-//                 validate it. [the acquire load of the slot word that yields
-//                 the returned record, or of the EMPTY slot for "absent"]
-//   insert        at the first EMPTY slot, publish a fully written record by
-//                 CAS EMPTY -> LIVE. [the successful CAS; "exists": the load of
-//                 K's live slot word]
-//   assign/cas/   CAS LIVE(old) -> LIVE(new), then free the old record.
-//   fetch_add     [the successful CAS; "mismatch": the load of the slot word]
-//   erase         CAS LIVE -> DELETED(fresh key-only record), then free the
-//                 old record. [the CAS]
-// Every CAS is bracketed by the writer's slot intent (map_impl.hpp, publish),
-// from which recovery (recover.cpp) decides whether a dead writer's CAS happened.
-//
-// READS WRITE NOTHING SHARED. A record is immutable while it is published; it
-// is freed only after it was unlinked, and its generation (header word) changes
-// before any byte of it is rewritten. A reader copies what it needs, then
-// checks with an acquire fence that the generation did not move (a seqlock
-// with the allocator as the only writer); if it moved, the slot is re-read.
+// The map operations: thin wrappers over the engine (map_impl.hpp), the
+// registry entry cache of a handle's threads, for_each, stats and info.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
-
-#include "arena.hpp"
-#include "hash.hpp"
-#include "layout.hpp"
-#include "segment.hpp"
-#include "shmap/shmap.hpp"
+#include <vector>
 
 #include "map_impl.hpp"
 
@@ -56,38 +23,6 @@ Status check_sizes(std::string_view key, std::string_view value) {
   if (key.size() > kMaxKeyBytes) return Status::key_too_long;
   if (value.size() > kMaxValueBytes) return Status::value_too_long;
   return Status::ok;
-}
-
-// Copies `len` bytes of value words into dst (relaxed loads: validated by the caller).
-void copy_value(char* dst, const std::uint64_t* v, std::size_t len) {
-  const std::size_t full = len / 8;
-  for (std::size_t i = 0; i < full; ++i) {
-    // Relaxed: validated by the reader's R3.
-    const std::uint64_t w = atom(const_cast<std::uint64_t&>(v[i])).load(std::memory_order_relaxed);
-    std::memcpy(dst + 8 * i, &w, 8);
-  }
-  if (len % 8 != 0) {
-    // Relaxed: validated by the reader's R3.
-    const std::uint64_t w = atom(const_cast<std::uint64_t&>(v[full])).load(std::memory_order_relaxed);
-    std::memcpy(dst + 8 * full, &w, len % 8);
-  }
-}
-
-bool equal_value(const std::uint64_t* v, std::size_t len, std::string_view expected) {
-  if (len != expected.size()) return false;
-  const std::size_t full = len / 8;
-  for (std::size_t i = 0; i < full; ++i) {
-    // Relaxed: validated by the reader's R3.
-    if (atom(const_cast<std::uint64_t&>(v[i])).load(std::memory_order_relaxed) !=
-        detail::load_le64(expected.data() + 8 * i))
-      return false;
-  }
-  if (len % 8 != 0) {
-    // Relaxed: validated by the reader's R3.
-    return atom(const_cast<std::uint64_t&>(v[full])).load(std::memory_order_relaxed) ==
-           detail::load_tail(expected.data() + 8 * full, len % 8);
-  }
-  return true;
 }
 
 }  // namespace
@@ -137,15 +72,18 @@ std::uint32_t* thread_entry(std::uint64_t id, std::uint64_t epoch, const std::sh
   return &v.back().entry;
 }
 
-Map::Impl::Impl(detail::Mapping m, std::chrono::milliseconds open_timeout) : mapping(std::move(m)) {
-  header = mapping.header();
-  const detail::HeaderFixed& f = mapping.fixed;
-  index = mapping.index();
-  registry = mapping.registry();
-  mask = f.index_slots - 1;
-  seed = f.hash_seed;
-  used_limit = f.used_limit;
-  arena = detail::Arena(header, mapping.arena(), f.arena_bytes, registry, mapping.name);
+Map::Impl::Impl(detail::Mapping m, std::chrono::milliseconds open_timeout)
+    : mapping(std::move(m)),
+      header(mapping.header()),
+      registry(mapping.registry()),
+      seed(mapping.fixed.hash_seed),
+      arena(&mapping, mapping.registry()),
+      tables(&mapping, &arena) {
+  // The directory must name tables that exist (a corrupt one fails the open).
+  const TablesWord t = tables.load();
+  if (!t.valid()) detail::throw_error(errc::corrupt, mapping.name, "the index directory word is not valid");
+  (void)tables.cur(t);
+  if (t.migrating()) (void)tables.next(t);
   // Relaxed: a process-local unique number.
   id = g_next_handle_id.fetch_add(1, std::memory_order_relaxed);
   if (mapping.read_only) return;
@@ -165,7 +103,9 @@ Map::Impl::Impl(detail::Mapping m, std::chrono::milliseconds open_timeout) : map
   }
 }
 
-Map::Impl::~Impl() { release_idle(false); }
+Map::Impl::~Impl() {
+  release_idle(false);
+}
 
 std::uint32_t Map::Impl::claim_entry() {
   const detail::Owner self = detail::self_owner();
@@ -273,7 +213,9 @@ Map Map::open_or_create(std::string_view name, const Options& opts) {
   }
 }
 
-bool Map::remove(std::string_view name) { return detail::remove_segment(name); }
+bool Map::remove(std::string_view name) {
+  return detail::remove_segment(name);
+}
 
 Info Map::info(std::string_view name) {
   Options opts;
@@ -316,7 +258,7 @@ bool Map::get(std::string_view key, std::string& out) const {
   bool copied = false;
   const bool found = impl_->find(key, [&](const std::uint64_t* v, std::uint32_t len) {
     out.resize(len);
-    copy_value(out.data(), v, len);
+    detail::copy_words(out.data(), v, len);
     copied = true;
   });
   // A copy that failed validation may have overwritten `out` before the key
@@ -334,7 +276,7 @@ std::optional<std::string> Map::get(std::string_view key) const {
 bool Map::get_bytes(std::string_view key, void* dst, std::size_t cap, std::size_t& len) const {
   return impl_->find(key, [&](const std::uint64_t* v, std::uint32_t n) {
     len = n;
-    if (n <= cap) copy_value(static_cast<char*>(dst), v, n);
+    if (n <= cap) detail::copy_words(static_cast<char*>(dst), v, n);
   });
 }
 
@@ -365,7 +307,7 @@ Status Map::compare_exchange(std::string_view key, std::string_view expected, st
   const Status s = impl_->mutate(
       key, false, pending, [](Impl::Pending&) { return false; },
       [&](const std::uint64_t* v, std::uint32_t len) {
-        if (!equal_value(v, len, expected)) {
+        if (!detail::equal_words(v, len, expected)) {
           verdict = Status::mismatch;
           return Impl::Found::keep;
         }
@@ -389,7 +331,8 @@ FetchResult<std::int64_t> Map::fetch_add(std::string_view key, std::int64_t delt
   auto as_bytes = [](const std::int64_t& x) { return std::string_view(reinterpret_cast<const char*>(&x), 8); };
   std::int64_t fresh = delta;
   const Status s = impl_->mutate(
-      key, true, pending, [&](Impl::Pending& p) {
+      key, true, pending,
+      [&](Impl::Pending& p) {
         fresh = delta;
         if (p.ref) {
           p.rewrite_value(key, as_bytes(fresh));
@@ -402,7 +345,7 @@ FetchResult<std::int64_t> Map::fetch_add(std::string_view key, std::int64_t delt
           verdict = Status::wrong_size;
           return Impl::Found::keep;
         }
-        copy_value(reinterpret_cast<char*>(&previous), v, 8);
+        detail::copy_words(reinterpret_cast<char*>(&previous), v, 8);
         fresh = static_cast<std::int64_t>(static_cast<std::uint64_t>(previous) + static_cast<std::uint64_t>(delta));
         if (pending.ref) {
           pending.rewrite_value(key, as_bytes(fresh));
@@ -424,54 +367,161 @@ std::uint64_t Map::size() const noexcept {
   return live < 0 ? 0 : static_cast<std::uint64_t>(live);
 }
 
-void Map::for_each(const std::function<void(std::string_view, std::string_view)>& fn) const {
-  const Impl& m = *impl_;
-  std::string key, value;
-  for (std::uint64_t pos = 0; pos <= m.mask; ++pos) {
-    SlotWord previous{};
+namespace {
+
+// One table's part of a for_each batch: the keys located from the home of
+// `lo` up to the first EMPTY (or closed) slot, with their hashes. Every key
+// of the table whose hash lies in [lo, *hi) is among them (a key lies at or
+// after its home, before the first EMPTY slot). False if a frozen slot shows
+// a migration the caller's view does not know (`newest` table only).
+struct Candidate {
+  std::uint64_t hash;
+  std::string key;
+  bool operator<(const Candidate& o) const { return hash != o.hash ? hash < o.hash : key < o.key; }
+  bool operator==(const Candidate& o) const { return hash == o.hash && key == o.key; }
+};
+
+bool collect(const Map::Impl& m, const Index& ix, std::uint64_t lo, bool newest, std::vector<Candidate>& out,
+             std::uint64_t& hi, bool& to_end) {
+  to_end = false;
+  const std::uint32_t shift = 64 - ix.log2;
+  const std::uint64_t start = ix.home(lo);
+  std::uint64_t pos = start;
+  std::string key;
+  bool wrapped = false;
+  std::uint64_t n = 0;
+  for (; n <= ix.mask; ++n, pos = ix.next(pos)) {
+    if (pos == 0 && n > 0) wrapped = true;
+    SlotWord w = ix.load(pos);  // Site R0 (index.hpp).
+    if (w.is_empty() || w == SlotWord::frozen_empty()) break;
+    if (w.is_frozen() && newest) return false;
     int rounds = 0;
     for (;;) {
-      // Site R0 (see find).
-      const SlotWord w{atom(m.index[pos]).load(std::memory_order_acquire)};
-      if (!w.is_live()) break;
-      m.stale_round(previous, w, rounds);
-      previous = w;
-      if (!m.arena.in_bounds(w.ref(), 8)) m.arena.corrupt("slot word refers outside the arena", w.ref());
-      std::uint64_t* r = m.arena.block(w.ref());
-      // Site R1 (see read_record).
-      const RecordHeader h1{atom(r[0]).load(std::memory_order_acquire)};
-      if (!h1.is_allocated() || !w.matches_gen(h1.gen())) continue;
-      if (!m.arena.in_bounds(w.ref(), h1.record_bytes())) m.arena.corrupt("record overruns the arena", w.ref());
-      key.resize(h1.key_len());
-      copy_value(key.data(), r + 1, h1.key_len());
-      value.resize(h1.value_len());
-      copy_value(value.data(), r + 1 + RecordHeader::pad8(h1.key_len()) / 8, h1.value_len());
-      // Site R3 (see read_record).
-      std::atomic_thread_fence(std::memory_order_acquire);
-      // Site R3b (see read_record).
-      if (atom(r[0]).load(std::memory_order_acquire) != h1.raw) continue;
-      fn(key, value);
-      break;
+      if (!w.is_live() && !(w.is_frozen() && w.has_record())) break;  // deleted or dropped: not an entry
+      const SlotWord rec = w.unfrozen();
+      if (detail::read_key(m.arena, rec, key)) {
+        const KeyHash kh = m.hash_of(key);
+        if (kh.hash >= lo) out.push_back({kh.hash, key});
+        break;
+      }
+      if (w.is_frozen()) break;  // moved and recycled: the key is in the next table
+      const SlotWord before = w;
+      w = ix.load(pos);  // Site R0 again: the record was recycled, the slot changed.
+      m.stale_round(before, w, rounds);
+      if (w.is_frozen() && newest) return false;
     }
+  }
+  if (n > ix.mask || wrapped) {
+    to_end = true;  // the cluster runs past the last slot: its keys reach the end of the hash space
+    return true;
+  }
+  const std::uint64_t end = std::max(pos, start + 1);
+  to_end = end > ix.mask;
+  if (!to_end) hi = end << shift;
+  return true;
+}
+
+}  // namespace
+
+void Map::for_each(const std::function<void(std::string_view, std::string_view)>& fn) const {
+  const Impl& m = *impl_;
+  std::vector<Candidate> batch;
+  std::string value;
+  // Keys are visited in hash order, one batch of hashes [lo, hi) at a time:
+  // a batch is complete for every table of the view it was read under
+  // (collect), and checked against retirement (retire_seq) before any of it
+  // is visited, so a migration or a retirement between batches costs
+  // nothing and no key is seen twice; each key's value comes from find.
+  std::uint64_t lo = 0;
+  for (;;) {
+    batch.clear();
+    const std::uint64_t s1 = m.tables.retire_seq();
+    const TablesWord t = m.tables.load();
+    std::uint64_t hi = ~std::uint64_t{0};
+    bool to_end = true;
+    const auto take = [&](const Index& ix, bool newest) {
+      std::uint64_t h = 0;
+      bool end = false;
+      if (!collect(m, ix, lo, newest, batch, h, end)) return false;
+      if (!end) {
+        to_end = false;
+        hi = std::min(hi, h);
+      }
+      return true;
+    };
+    const bool ok = take(m.tables.cur(t), !t.migrating()) && (!t.migrating() || take(m.tables.next(t), true));
+    if (!ok && m.tables.load() == t)
+      detail::throw_error(errc::corrupt, m.mapping.name, "a table has frozen slots but the directory migrates none");
+    if (!ok || m.tables.retire_seq() != s1) continue;  // the view moved on: read the batch again
+    if (to_end) hi = ~std::uint64_t{0};
+    std::sort(batch.begin(), batch.end());
+    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+    for (const Candidate& c : batch) {
+      if (!to_end && c.hash >= hi) break;
+      if (get(c.key, value)) fn(c.key, value);
+    }
+    if (to_end) return;
+    lo = hi;
   }
 }
 
 Stats Map::stats() const {
   const Impl& m = *impl_;
-  const detail::HeaderFixed& f = m.mapping.fixed;
   Stats s;
   s.live_keys = size();
-  s.index_slots = f.index_slots;
-  s.used_limit = f.used_limit;
-  for (std::uint64_t pos = 0; pos <= m.mask; ++pos) {
-    // Relaxed: a census; no record is read through these words.
-    const SlotWord w{atom(m.index[pos]).load(std::memory_order_relaxed)};
-    if (w.is_empty()) ++s.empty_slots;
-    else if (w.is_live()) ++s.live_slots;
-    else ++s.deleted_slots;
+  std::uint64_t s1;
+  TablesWord t;
+  for (;;) {
+    s1 = m.tables.retire_seq();
+    t = m.tables.load();
+    const Index cur = m.tables.cur(t);
+    s.index_slots = cur.size();
+    s.used_limit = cur.trigger_limit();
+    s.live_slots = s.deleted_slots = s.empty_slots = s.frozen_slots = 0;
+    for (std::uint64_t pos = 0; pos <= cur.mask; ++pos) {
+      // Relaxed: a census; no record is read through these words.
+      const SlotWord w{atom(cur.slot(pos)).load(std::memory_order_relaxed)};
+      if (w.is_frozen())
+        ++s.frozen_slots;
+      else if (w.is_empty())
+        ++s.empty_slots;
+      else if (w.is_live())
+        ++s.live_slots;
+      else
+        ++s.deleted_slots;
+    }
+    s.table_generation = t.gen();
+    s.migrating = t.migrating();
+    s.migration_chunks = s.migration_chunks_done = s.next_index_slots = 0;
+    if (t.migrating()) {
+      const Index next = m.tables.next(t);
+      s.next_index_slots = next.size();
+      s.migration_chunks = cur.chunks();
+      for (std::uint64_t i = 0; i < cur.chunks(); ++i)
+        // Relaxed: a statistic.
+        if (atom(cur.chunk_words[i]).load(std::memory_order_relaxed) != 0) ++s.migration_chunks_done;
+    }
+    if (m.tables.retire_seq() == s1) break;
   }
-  s.load_factor = double(s.live_slots + s.deleted_slots) / double(f.index_slots);
-  s.arena_bytes = f.arena_bytes;
+  s.load_factor = double(s.live_slots + s.deleted_slots + s.frozen_slots) / double(s.index_slots);
+  const detail::IndexCounters& k = m.header->counters;
+  // Relaxed (all): statistics.
+  s.migrations = atom(const_cast<std::uint64_t&>(k.migrations)).load(std::memory_order_relaxed);
+  s.grown = atom(const_cast<std::uint64_t&>(k.grown)).load(std::memory_order_relaxed);
+  s.shrunk = atom(const_cast<std::uint64_t&>(k.shrunk)).load(std::memory_order_relaxed);
+  s.reclaimed_slots = atom(const_cast<std::uint64_t&>(k.dropped)).load(std::memory_order_relaxed);
+  s.retired_tables = atom(const_cast<std::uint64_t&>(k.retired)).load(std::memory_order_relaxed);
+  for (std::uint32_t r = 0; r < detail::kRuns; ++r) {
+    const detail::RunGeom g = m.tables.geom(r);
+    if (!g.is_set()) continue;
+    ++s.index_runs;
+    const std::uint64_t claimed = g.start() + g.bytes() - g.claimed_from();
+    s.index_run_bytes += claimed;
+    if (m.tables.run_state(r, std::memory_order_relaxed).kind() == detail::RunState::table)
+      s.index_table_bytes += claimed;
+  }
+  s.arena_bytes = m.arena.bytes();
+  s.max_bytes = m.mapping.fixed.max_bytes;
   // Relaxed: statistics.
   const std::uint64_t top = atom(m.header->arena_top.value).load(std::memory_order_relaxed);
   s.arena_carved = top > detail::kArenaFirstOffset ? top - detail::kArenaFirstOffset : 0;
@@ -508,10 +558,15 @@ Info Map::info() const {
   i.name = impl_->mapping.name;
   i.path = impl_->mapping.path;
   i.layout_version = f.layout_version;
-  i.total_bytes = f.total_bytes;
+  i.arena_bytes = impl_->arena.bytes();
+  i.total_bytes = f.arena_offset + i.arena_bytes;
+  i.max_bytes = f.max_bytes;
   i.capacity = f.capacity;
-  i.index_slots = f.index_slots;
-  i.arena_bytes = f.arena_bytes;
+  const TablesWord t = impl_->tables.load();
+  i.index_slots = std::uint64_t{1} << t.cur_log2();
+  i.table_generation = t.gen();
+  i.min_index_slots = std::uint64_t{1} << f.min_log2;
+  i.help_slots = std::uint64_t{1} << f.chunk_log2;
   i.hash_seed = f.hash_seed;
   i.mode = f.mode;
   i.creator_pid = f.creator_pid;
@@ -519,9 +574,15 @@ Info Map::info() const {
   return i;
 }
 
-std::vector<ProcessInfo> Map::processes() const { return detail::list(impl_->header, impl_->registry); }
+std::vector<ProcessInfo> Map::processes() const {
+  return detail::list(impl_->header, impl_->registry);
+}
 
-const std::string& Map::name() const noexcept { return impl_->mapping.name; }
-bool Map::read_only() const noexcept { return impl_->mapping.read_only; }
+const std::string& Map::name() const noexcept {
+  return impl_->mapping.name;
+}
+bool Map::read_only() const noexcept {
+  return impl_->mapping.read_only;
+}
 
 }  // namespace shmap

@@ -1,20 +1,43 @@
-// Map::Impl: the mapped segment plus the probe, read and write machinery that
-// the operations (map.cpp) and the checker (fsck.cpp) share. See map.cpp for
-// the protocol overview and docs/design.md for the full argument.
+// Map::Impl: the engine behind every operation. A handle's mapped segment,
+// its arena and index directory, the reader that finds a key across tables
+// (find), the one write loop (mutate), the slot CAS with its intent
+// (publish), and the migration steps (migrate.cpp) that writers help with.
+//
+// OPERATIONS (linearization points; docs/design.md argues each)
+//   get/contains  find(): the probe of the current table, and of the next
+//                 one while a migration moves keys to it. [the acquire load
+//                 of the slot word that yields the answer; for a key found
+//                 only in a frozen slot, the load of the EMPTY slot of the
+//                 next table that shows it was not moved yet]
+//   insert        at the first EMPTY slot, publish a fully written record by
+//                 CAS EMPTY -> LIVE. [the successful CAS; "exists": the load of
+//                 K's live slot word]
+//   assign/cas/   CAS LIVE(old) -> LIVE(new), then free the old record.
+//   fetch_add     [the successful CAS; "mismatch": the load of the slot word]
+//   erase         CAS LIVE -> DELETED(fresh key-only record), then free the
+//                 old record. [the CAS]
+// While a migration runs, every write first helps it by one chunk, then
+// settles its key in the old table (freezes the key's slot there, or the
+// EMPTY slot that ends its probe sequence, and moves a live record to the
+// next table), then runs in the next table: so a key changes only in the
+// newest table that holds it, and a frozen slot names the key's last value
+// in the old one until the move.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <optional>
-#include <cstring>
 #include <string>
 #include <thread>
 
 #include "arena.hpp"
 #include "fault.hpp"
 #include "hash.hpp"
+#include "index.hpp"
 #include "layout.hpp"
+#include "record.hpp"
 #include "registry.hpp"
 #include "segment.hpp"
 #include "shmap/shmap.hpp"
@@ -22,8 +45,13 @@
 namespace shmap {
 
 using detail::atom;
+using detail::Index;
+using detail::KeyHash;
+using detail::Probe;
 using detail::RecordHeader;
+using detail::Seen;
 using detail::SlotWord;
+using detail::TablesWord;
 
 // Process-local bookkeeping of the registry entries a handle's threads hold.
 // Shared with the threads' thread_local caches through weak pointers, so a
@@ -41,12 +69,10 @@ std::uint32_t* thread_entry(std::uint64_t id, std::uint64_t epoch, const std::sh
 struct Map::Impl {
   detail::Mapping mapping;
   detail::SegmentHeader* header = nullptr;
-  std::uint64_t* index = nullptr;
   detail::RegistryEntry* registry = nullptr;
-  std::uint64_t mask = 0;
   std::uint64_t seed = 0;
-  std::uint64_t used_limit = 0;
   detail::Arena arena;
+  detail::Tables tables;
   // Unique per handle in this process (never reused), keys the thread caches.
   std::uint64_t id = 0;
   std::shared_ptr<HandleEntries> entries = std::make_shared<HandleEntries>();
@@ -83,9 +109,13 @@ struct Map::Impl {
   // Entries whose recovery meets damage are left as they were and counted in
   // `damaged` (the first error in *damage); the others are recovered.
   RecoverReport recover_dead(std::uint32_t self, bool repairing = false, std::optional<Error>* damage = nullptr);
+  // Recovers entry j if its owner is dead. True if j is free of a dead owner
+  // afterwards (recovered now or by someone else); false if it is held by a
+  // live thread or its recovery met damage.
+  bool recover_entry(std::uint32_t self, std::uint32_t j);
   std::uint32_t borrow_orphans(std::uint32_t self, std::uint32_t cls);
-  // Allocation with the slow path: pool, carve, then recover dead entries and
-  // borrow orphan heaps, then once more.
+  // Allocation with the slow path: pool, carve (growing the arena), then
+  // recover dead entries and borrow orphan heaps, then once more.
   std::uint64_t allocate(std::uint32_t e, std::uint32_t klen, std::uint32_t vlen) {
     if (const std::uint64_t ref = arena.allocate(e, klen, vlen)) return ref;
     const std::uint32_t cls = detail::size_class_of(RecordHeader::record_bytes_for(klen, vlen));
@@ -113,58 +143,15 @@ struct Map::Impl {
     return atom(arena.block(first)[0]).load(std::memory_order_relaxed) == pooled ? n : 0;
   }
 
-  // ---------------------------------------------------------------- reading
-  enum class Seen { match, other_key, stale };
-
-  // Reads the record that slot word `w` refers to, compares its key with `key`
-  // (`words`: the key as zero-padded 8-byte words) and, on a match, hands the
-  // value to `sink(const uint64_t* value_words, uint32_t value_len)`. The sink
-  // must only read through relaxed atomics. `stale` means the record was
-  // recycled meanwhile: the caller re-reads the slot word.
-  template <class Sink>
-  Seen read_record(SlotWord w, std::string_view key, Sink&& sink, std::uint64_t* validated = nullptr) const {
-    if (!arena.in_bounds(w.ref(), 8)) arena.corrupt("slot word refers outside the arena", w.ref());
-    std::uint64_t* r = arena.block(w.ref());
-    // Site R1, acquire: the first read of the seqlock; keeps the key/value
-    // loads below after it. (The record's contents were made visible by the
-    // acquire load of `w`, which pairs with the publishing CAS, site W1.)
-    const RecordHeader h1{atom(r[0]).load(std::memory_order_acquire)};
-    if (!h1.is_allocated() || !w.matches_gen(h1.gen())) return Seen::stale;
-    if (h1.key_len() != key.size()) return Seen::other_key;  // h1 is one atomic read: no validation needed
-    if (!arena.in_bounds(w.ref(), h1.record_bytes())) arena.corrupt("record overruns the arena", w.ref());
-
-    bool equal = true;
-    const std::size_t full = key.size() / 8;
-    for (std::size_t i = 0; i < full && equal; ++i) {
-      // Relaxed: validated by R3 below.
-      equal = atom(r[1 + i]).load(std::memory_order_relaxed) == detail::load_le64(key.data() + 8 * i);
-    }
-    if (equal && key.size() % 8 != 0) {
-      // Relaxed: validated by R3 below.
-      equal = atom(r[1 + full]).load(std::memory_order_relaxed) ==
-              detail::load_tail(key.data() + 8 * full, key.size() % 8);
-    }
-    if (equal) sink(r + 1 + RecordHeader::pad8(key.size()) / 8, h1.value_len());
-    // Site R3, acquire fence, then re-read the generation: pairs with the
-    // release fences after every generation change (arena.cpp A1, F1). If any
-    // load above saw a byte written after such a change, this load sees the
-    // changed generation.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    // Acquire (site R3b): pairs with the release stores of a new generation
-    // (A1, F1); if the generation moved, the caller's re-read of the slot word
-    // sees the unlink that preceded the free.
-    const std::uint64_t h2 = atom(r[0]).load(std::memory_order_acquire);
-    if (h2 != h1.raw) return Seen::stale;
-    if (validated) *validated = h2;
-    return equal ? Seen::match : Seen::other_key;
-  }
+  KeyHash hash_of(std::string_view key) const { return detail::key_hash(key, seed); }
 
   // A record goes stale only after its slot word was replaced, and the
   // acquire/release pairs R1/R3b with A1/F1 guarantee that the re-read slot
   // word shows it. A slot word that stays the same while its record keeps
   // failing validation is therefore corruption, not contention: after this many
   // such rounds (ABA-wrapped republication resolves in one) we say so instead
-  // of spinning forever.
+  // of spinning forever. (Frozen slots never change: readers do not re-read
+  // them, see probe.)
   static constexpr int kMaxStaleRounds = 64;
   void stale_round(SlotWord before, SlotWord after, int& rounds) const {
     if (before != after) {
@@ -174,56 +161,124 @@ struct Map::Impl {
     }
   }
 
-  struct Probe {
-    std::uint64_t hash;
-    std::uint32_t fp;
-  };
-  Probe probe_of(std::string_view key) const {
-    const std::uint64_t h = detail::hash_bytes(key, seed);
-    return {h, static_cast<std::uint32_t>(h >> 56)};
-  }
+  // ---------------------------------------------------------------- reading
+  // What one table says about a key:
+  //   found    its slot holds it LIVE, unfrozen: the answer
+  //   deleted  its slot holds it DELETED, unfrozen: absent, the answer
+  //   none     no slot for it before an unfrozen EMPTY slot: absent here
+  //            (and nowhere newer, unless an older table forwarded to us)
+  //   forward  the answer is in the next table: the key's slot, or the EMPTY
+  //            slot ending its probe, is frozen; or a frozen slot on the way
+  //            could have been the key's (its record was recycled, or it was
+  //            dropped) and a later unfrozen EMPTY proves nothing
+  //   moving   as forward, and its frozen slot holds it LIVE: the sink has
+  //            its value, which is the answer unless the next table has a
+  //            slot for it (the move has not happened yet)
+  enum class Probed { found, deleted, none, forward, moving };
 
-  // Finds `key`; on a match calls sink with the validated value. Lock-free.
   template <class Sink>
-  bool find(std::string_view key, Sink&& sink) const {
-    if (key.size() > kMaxKeyBytes) return false;
-    const Probe p = probe_of(key);
-    std::uint64_t pos = p.hash & mask;
-    for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
+  Probed probe(const Index& ix, std::string_view key, const KeyHash& kh, Sink&& sink) const {
+    bool uncertain = false;
+    for (Probe p(ix, kh.hash); p.more(); p.advance()) {
       SlotWord previous{};
       int rounds = 0;
       for (;;) {
-        // Site R0, acquire: pairs with the publishing CAS (W1) that stored this
-        // word, so the record's header, key and value are visible.
-        const SlotWord w{atom(index[pos]).load(std::memory_order_acquire)};
+        const SlotWord w = ix.load(p.pos);  // Site R0 (index.hpp).
+        if (w.is_empty()) return uncertain ? Probed::forward : Probed::none;
+        if (w.is_frozen()) {
+          if (!w.has_record()) {
+            if (w == SlotWord::frozen_empty()) return Probed::forward;
+            uncertain = true;  // a dropped slot: maybe the key's
+            break;
+          }
+          if (w.fp() != kh.fp) break;
+          const Seen seen = detail::read_record(arena, w.unfrozen(), key, sink);
+          if (seen == Seen::match) return Probed::moving;
+          if (seen == Seen::stale) uncertain = true;  // moved and recycled: maybe the key's
+          break;
+        }
         stale_round(previous, w, rounds);
         previous = w;
-        if (w.is_empty()) return false;
-        if (!w.has_record() || w.fp() != p.fp) break;
+        if (!w.has_record() || w.fp() != kh.fp) break;
         const bool live = w.is_live();
-        const Seen seen = read_record(w, key, [&](const std::uint64_t* v, std::uint32_t len) {
+        const Seen seen = detail::read_record(arena, w, key, [&](const std::uint64_t* v, std::uint32_t len) {
           if (live) sink(v, len);
         });
         // K's slot is unique: a DELETED slot naming K means K is absent.
-        if (seen == Seen::match) return live;
+        if (seen == Seen::match) return live ? Probed::found : Probed::deleted;
         if (seen == Seen::other_key) break;
       }
     }
-    return false;
+    return uncertain ? Probed::forward : Probed::none;
+  }
+
+  // The table after `gen`, from the directory as it is now; nothing if it was
+  // retired meanwhile (the caller's retire_seq check then fails).
+  std::optional<Index> next_table(std::uint64_t gen) const;
+
+  // Finds `key`; on a match the sink gets the validated value (possibly more
+  // than once: the last call holds the answer). Lock-free, writes no shared
+  // memory.
+  template <class Sink>
+  bool find(std::string_view key, Sink&& sink) const {
+    if (key.size() > kMaxKeyBytes) return false;
+    const KeyHash kh = hash_of(key);
+    for (;;) {
+      const std::uint64_t s1 = tables.retire_seq();
+      const TablesWord t = tables.load();
+      const Index ix = tables.cur(t);
+      Probed r = probe(ix, key, kh, sink);
+      bool found = r == Probed::found;
+      if (r == Probed::forward || r == Probed::moving) found = find_on(ix.gen, r == Probed::moving, key, kh, sink);
+      if (tables.retire_seq() == s1) return found;
+    }
+  }
+
+  // The slow part of find: tables after `gen` (the key is moving, or may be).
+  template <class Sink>
+  bool find_on(std::uint64_t gen, bool moving, std::string_view key, const KeyHash& kh, Sink&& sink) const {
+    for (;;) {
+      const std::optional<Index> nx = next_table(gen);
+      if (!nx) return false;
+      const Probed r = probe(*nx, key, kh, sink);
+      if (r == Probed::found) return true;
+      if (r == Probed::deleted) return false;
+      if (r == Probed::none) return moving;
+      moving = moving || r == Probed::moving;
+      gen = nx->gen;
+    }
   }
 
   // ---------------------------------------------------------------- writing
-  static void write_words(std::uint64_t* dst, std::string_view bytes) {
-    const std::size_t full = bytes.size() / 8;
-    for (std::size_t i = 0; i < full; ++i) {
-      // Relaxed: the block is unpublished; the publishing CAS (W1) releases it.
-      atom(dst[i]).store(detail::load_le64(bytes.data() + 8 * i), std::memory_order_relaxed);
+  // An operation's announcement (index.hpp): the table generation it works
+  // in, stored in the entry before the directory is trusted, and cleared at
+  // the end. While it is set, that table and the next are not retired.
+  class Announce {
+   public:
+    Announce(Impl& m, std::uint32_t e) : m_(m), e_(e) { announce(m_.tables.load()); }
+    ~Announce();
+    Announce(const Announce&) = delete;
+    Announce& operator=(const Announce&) = delete;
+    TablesWord view() const { return view_; }
+    // Re-reads the directory (after meeting a frozen slot, or helping);
+    // re-announces if the generation moved on.
+    void refresh() {
+      const TablesWord t = m_.tables.load();
+      if (t.gen() != announced_) {
+        announce(t);
+      } else {
+        view_ = t;
+      }
     }
-    if (bytes.size() % 8 != 0) {
-      // Relaxed: as above. The tail word is zero padded, which key comparison relies on.
-      atom(dst[full]).store(detail::load_tail(bytes.data() + 8 * full, bytes.size() % 8), std::memory_order_relaxed);
-    }
-  }
+
+   private:
+    void announce(TablesWord t);
+    Impl& m_;
+    std::uint32_t e_;
+    std::uint64_t announced_ = 0;
+    std::uint64_t first_ = 0;
+    TablesWord view_{};
+  };
 
   // A record being prepared by one writer (entry `e`): allocated lazily,
   // reused across CAS retries, freed if never published. The arena records it
@@ -253,151 +308,101 @@ struct Map::Impl {
       std::uint64_t* r = self->arena.block(ref);
       // Relaxed: we own the block; we only need the generation we stored.
       gen = RecordHeader{atom(r[0]).load(std::memory_order_relaxed)}.gen();
-      write_words(r + 1, key);
+      detail::write_words(r + 1, key);
       SHMAP_FAULT("prepare: key written, value not yet");
-      write_words(r + 1 + RecordHeader::pad8(key.size()) / 8, value);
+      detail::write_words(r + 1 + RecordHeader::pad8(key.size()) / 8, value);
       SHMAP_FAULT("prepare: record written, not yet published");
       return true;
     }
     // Rewrites the value of an unpublished record of the same value length.
     void rewrite_value(std::string_view key, std::string_view value) {
-      write_words(self->arena.block(ref) + 1 + RecordHeader::pad8(key.size()) / 8, value);
+      detail::write_words(self->arena.block(ref) + 1 + RecordHeader::pad8(key.size()) / 8, value);
     }
     SlotWord word(std::uint32_t fp) const { return SlotWord::live(ref, fp, gen); }
   };
 
-  // Slots claimed are counted (in the entry's `used` share, and in the shared
-  // `used_slots` hint) after the claiming CAS, and an insert into an EMPTY
-  // slot is refused while the hint is at the limit. So `full_index` is never
-  // caused by another insert that then fails (no reservation to give back),
-  // and concurrent claimers can overshoot the limit by at most one slot each
-  // (plus one per writer killed between its CAS and the hint), which the 1/8
-  // of slots above the limit absorbs.
-  bool below_used_limit() const {
-    // Relaxed: an occupancy bound only; nothing is published through it.
-    return atom(header->used_slots.value).load(std::memory_order_relaxed) < used_limit;
-  }
-
   // Site W1: every publishing or unlinking CAS on a slot word, bracketed by
   // the entry's slot intent (recover.cpp decides from it whether a dead
   // writer's CAS took effect).
-  //   before: op_expected, op_desired and the counter shares the entry will
-  //           have afterwards, then op_slot (release: the intent is complete
-  //           whenever op_slot is seen);
+  //   before: op_expected, op_desired, op_table and the live share the
+  //           entry will have afterwards, then op_slot (release: the intent
+  //           is complete whenever op_slot is seen);
   //   CAS:    release: the record written before it (header, key, value) is
   //           visible to whoever acquires the new word (R0); acquire: on
   //           success we may read and free the record the old word referred
   //           to (its header was released by its own W1); on failure we
   //           re-examine the freshly loaded word's record;
-  //   after:  on failure op_slot = 0; on success the shares, then `freeing`
+  //   after:  on failure op_slot = 0; on success the share, then `freeing`
   //           for the unlinked record, `pending` cleared (published), op_slot
   //           cleared, then the free. Each a release store.
   // Returns true on success; on failure `expected` holds the word that beat us.
-  bool publish(std::uint32_t e, std::uint64_t pos, SlotWord& expected, SlotWord desired, std::int64_t live_delta,
-               Pending& pending) {
-    detail::RegistryEntry& r = me(e);
-    const SlotWord old = expected;
-    // Relaxed (loads): our own entry.
-    const std::uint64_t live_after = atom(r.live).load(std::memory_order_relaxed) + std::uint64_t(live_delta);
-    const std::uint64_t used_after = atom(r.used).load(std::memory_order_relaxed) + (old.is_empty() ? 1 : 0);
-    // Release (both): a survivor that reads op_slot of an earlier intent and
-    // then these words of a later one (recover.cpp, decide) sees, through
-    // them, everything this thread did before: the earlier op's free.
-    atom(r.op_expected).store(old.raw, std::memory_order_release);
-    atom(r.op_desired).store(desired.raw, std::memory_order_release);
-    // Relaxed (both): published by the release store of op_slot.
-    atom(r.op_live_after).store(live_after, std::memory_order_relaxed);
-    atom(r.op_used_after).store(used_after, std::memory_order_relaxed);
-    atom(r.op_slot).store(pos + 1, std::memory_order_release);  // Release (intent).
-    SHMAP_FAULT("publish: intent recorded, slot not yet swapped");
-    if (!atom(index[pos]).compare_exchange_strong(expected.raw, desired.raw, std::memory_order_acq_rel,
-                                                  std::memory_order_acquire)) {
-      atom(r.op_slot).store(0, std::memory_order_release);  // Release (intent).
-      return false;
-    }
-    SHMAP_FAULT("publish: slot swapped, shares not yet counted");
-    atom(r.live).store(live_after, std::memory_order_release);  // Release (share).
-    atom(r.used).store(used_after, std::memory_order_release);  // Release (share).
-    // Relaxed: the shared hint for the used-slot limit.
-    if (old.is_empty()) atom(header->used_slots.value).fetch_add(1, std::memory_order_relaxed);
-    const bool unlinked = old.has_record() && old.ref() != desired.ref();
-    if (unlinked) {
-      // Relaxed: the acquire CAS above made the old record's header visible.
-      const RecordHeader h{atom(arena.block(old.ref())[0]).load(std::memory_order_relaxed)};
-      atom(r.freeing).store(old.ref() | (std::uint64_t(h.gen()) << 32), std::memory_order_release);  // Release (intent).
-    }
-    if (desired.ref() == pending.ref) {
-      pending.ref = 0;
-      atom(r.pending).store(0, std::memory_order_release);  // Release (intent): published.
-    }
-    SHMAP_FAULT("publish: counted, intent not yet cleared");
-    atom(r.op_slot).store(0, std::memory_order_release);  // Release (intent).
-    if (unlinked) {
-      SHMAP_FAULT("publish: old record unlinked, not yet freed");
-      arena.free_recorded(e, old.ref());
-    }
+  bool publish(std::uint32_t e, const Index& ix, std::uint64_t pos, SlotWord& expected, SlotWord desired,
+               std::int64_t live_delta, Pending* pending);
+
+  // Claims slot `pos` of `ix` (EMPTY, or DELETED naming this key) for the
+  // pending record.
+  bool claim(std::uint32_t e, const Index& ix, std::uint64_t pos, SlotWord& w, Pending& pending, std::uint32_t fp) {
+    if (!publish(e, ix, pos, w, pending.word(fp), +1, &pending)) return false;
+    if (w.is_empty()) ix.count_used(1);
     return true;
   }
 
   enum class Found { keep, replace, erase };
+  // What mutate_in ran into: done (the status is the answer), retry (a
+  // frozen slot: the table is being migrated, so the view is stale), or full
+  // (an insert found the table at `limit`).
+  enum class Step { done, retry, full };
+  struct Outcome {
+    Step step;
+    Status status;
+  };
 
-  // Claims `slot` (EMPTY, or DELETED naming this key) for the pending record.
-  bool claim(std::uint32_t e, std::uint64_t pos, SlotWord& w, Pending& pending, std::uint32_t fp) {
-    if (w.is_empty() && !below_used_limit()) return false;
-    return publish(e, pos, w, pending.word(fp), +1, pending);
-  }
-
-  // The one write loop behind every mutating operation.
-  //   make_new(pending) -> bool prepares the record to insert when the key is
-  //     absent (false: the arena is full).
-  //   on_found(value_words, value_len) -> Found decides what to do with the
-  //     key's live record; for replace it has filled `pending`; for erase it
-  //     may have filled `pending` with a key-only record to shrink the deleted
-  //     entry to.
-  // Returns inserted, assigned (replace), ok (erase), exists (keep), absent,
-  // full_index or full_arena.
+  // The write loop in one table. make_new(pending) prepares the record to
+  // insert when the key is absent (false: the arena is full). on_found(value
+  // words, value len) decides what to do with the key's live record; for
+  // replace it has filled `pending`; for erase it may have filled `pending`
+  // with a key-only record to shrink the deleted entry to.
   template <class MakeNew, class OnFound>
-  Status mutate(std::string_view key, bool insert_if_absent, Pending& pending, MakeNew&& make_new,
-                OnFound&& on_found) {
-    const std::uint32_t e = pending.e;
-    const Probe p = probe_of(key);
-    std::uint64_t pos = p.hash & mask;
-    for (std::uint64_t n = 0; n <= mask; ++n, pos = (pos + 1) & mask) {
-      std::uint64_t& slot = index[pos];
-      // Site R0 (see find).
-      SlotWord w{atom(slot).load(std::memory_order_acquire)};
+  Outcome mutate_in(std::uint32_t e, const Index& ix, std::string_view key, const KeyHash& kh, bool insert_if_absent,
+                    Pending& pending, std::uint64_t limit, MakeNew& make_new, OnFound& on_found) {
+    for (Probe p(ix, kh.hash); p.more(); p.advance()) {
+      SlotWord w = ix.load(p.pos);  // Site R0 (index.hpp).
       int rounds = 0;
       for (;;) {
+        if (w.is_frozen()) return {Step::retry, Status::ok};
         if (w.is_empty()) {
-          if (!insert_if_absent) return Status::absent;
-          if (!make_new(pending)) return Status::full_arena;
-          if (claim(e, pos, w, pending, p.fp)) return Status::inserted;
-          if (w.is_empty()) return Status::full_index;  // at the used-slot limit
+          if (!insert_if_absent) return {Step::done, Status::absent};
+          if (!make_new(pending)) return {Step::done, Status::full_arena};
+          if (ix.used() >= limit) return {Step::full, Status::full_index};
+          if (claim(e, ix, p.pos, w, pending, kh.fp)) return {Step::done, Status::inserted};
           continue;  // `w` now holds the word that beat us
         }
-        if (!w.has_record() || w.fp() != p.fp) break;
+        if (!w.has_record() || w.fp() != kh.fp) break;
         const bool live = w.is_live();
         Found action = Found::keep;
         std::uint64_t validated = 0;
-        const Seen seen = read_record(
-            w, key, [&](const std::uint64_t* v, std::uint32_t len) { if (live) action = on_found(v, len); },
+        const Seen seen = detail::read_record(
+            arena, w, key,
+            [&](const std::uint64_t* v, std::uint32_t len) {
+              if (live) action = on_found(v, len);
+            },
             &validated);
         if (seen == Seen::other_key) break;
         if (seen == Seen::stale) {
-          // Site R0 again: the record was recycled, so the slot changed.
+          // The record was recycled, so the slot changed.
           const SlotWord before = w;
-          w = SlotWord{atom(slot).load(std::memory_order_acquire)};
+          w = ix.load(p.pos);  // Site R0 again.
           stale_round(before, w, rounds);
           continue;
         }
         if (!live) {  // K's slot, K erased: K is absent, and this is where it goes
-          if (!insert_if_absent) return Status::absent;
-          if (!make_new(pending)) return Status::full_arena;
-          if (claim(e, pos, w, pending, p.fp)) return Status::inserted;
+          if (!insert_if_absent) return {Step::done, Status::absent};
+          if (!make_new(pending)) return {Step::done, Status::full_arena};
+          if (claim(e, ix, p.pos, w, pending, kh.fp)) return {Step::done, Status::inserted};
           continue;
         }
-        if (action == Found::keep) return Status::exists;
-        SlotWord desired = pending.word(p.fp);
+        if (action == Found::keep) return {Step::done, Status::exists};
+        SlotWord desired = pending.word(kh.fp);
         if (action == Found::erase) desired = pending.ref ? desired.deleted() : w.deleted();
         // ABA guard: the slot word carries only 22 bits of the record's
         // generation, the header all 32. Re-checking the full generation right
@@ -407,18 +412,84 @@ struct Map::Impl {
         // Acquire (R3b): as in read_record.
         if (atom(arena.block(w.ref())[0]).load(std::memory_order_acquire) != validated) {
           const SlotWord before = w;
-          // Site R0 again.
-          w = SlotWord{atom(slot).load(std::memory_order_acquire)};
+          w = ix.load(p.pos);  // Site R0 again.
           stale_round(before, w, rounds);
           continue;
         }
-        if (publish(e, pos, w, desired, action == Found::erase ? -1 : 0, pending)) {
-          return action == Found::erase ? Status::ok : Status::assigned;
+        if (publish(e, ix, p.pos, w, desired, action == Found::erase ? -1 : 0, &pending)) {
+          return {Step::done, action == Found::erase ? Status::ok : Status::assigned};
         }
       }
     }
-    return insert_if_absent ? Status::full_index : Status::absent;
+    if (insert_if_absent) return {Step::full, Status::full_index};
+    return {Step::done, Status::absent};
   }
+
+  // The one write loop behind every mutating operation: announces, helps a
+  // running migration and settles the key in the old table, then runs
+  // mutate_in in the table that holds the key's newest state; starts a
+  // migration when an insert finds its table at the trigger limit. Returns
+  // inserted, assigned (replace), ok (erase), exists (keep), absent,
+  // full_index or full_arena.
+  template <class MakeNew, class OnFound>
+  Status mutate(std::string_view key, bool insert_if_absent, Pending& pending, MakeNew&& make_new, OnFound&& on_found) {
+    const std::uint32_t e = pending.e;
+    const KeyHash kh = hash_of(key);
+    Announce op(*this, e);
+    bool cannot_migrate = false;  // a migration could not start: fill to the hard limit
+    for (;;) {
+      const TablesWord t = op.view();
+      Index target = tables.cur(t);
+      if (t.migrating()) {
+        const Index to = tables.next(t);
+        help(e, t, target, to);
+        if (!settle(e, target, to, key, kh)) {
+          op.refresh();
+          continue;
+        }
+        target = to;
+      }
+      const std::uint64_t limit = cannot_migrate ? target.hard_limit() : target.trigger_limit();
+      const Outcome r = mutate_in(e, target, key, kh, insert_if_absent, pending, limit, make_new, on_found);
+      if (r.step == Step::done) return r.status;
+      if (r.step == Step::full) {
+        if (t.migrating()) {
+          help_until_promoted(e, t);
+        } else if (cannot_migrate) {
+          return Status::full_index;
+        } else if (!start_migration(e, t, target)) {
+          cannot_migrate = true;
+          continue;
+        }
+      }
+      const std::uint64_t before = t.gen();
+      op.refresh();
+      if (op.view().gen() != before) cannot_migrate = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- migration (migrate.cpp)
+  // Starts a migration from `cur` (the current table of `t`) to a table
+  // sized for the live keys. True if the directory changed (by us or anyone);
+  // false if no run could be found or carved for the new table.
+  bool start_migration(std::uint32_t e, TablesWord t, const Index& cur);
+  // Moves one chunk of the migration `t` (from -> to) and promotes the next
+  // table once every chunk is done.
+  void help(std::uint32_t e, TablesWord t, const Index& from, const Index& to);
+  void help_until_promoted(std::uint32_t e, TablesWord t);
+  // Freezes the key's slot in `from` (or the EMPTY slot that ends its probe
+  // sequence) and moves a live record to `to`. False if `to` is itself being
+  // migrated (the caller's view is stale).
+  bool settle(std::uint32_t e, const Index& from, const Index& to, std::string_view key, const KeyHash& kh);
+  // Retires every past table no live thread announces: its memory goes back
+  // to the filesystem and its run becomes free. Recovers dead announcers.
+  void try_retire(std::uint32_t self);
+  // Retires the table in run k whose state is `s` (a past table no one
+  // announces). Idempotent; also finishes a retirement a dead thread began.
+  void retire_run(std::uint32_t k, detail::RunState s);
+  // Finishes any migration and retires every past table it can (repair,
+  // recover, close).
+  void settle_index(std::uint32_t e);
 };
 
 }  // namespace shmap

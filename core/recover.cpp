@@ -26,6 +26,11 @@
 //   pending   the block is still the head of its list -> nothing was popped;
 //             free generation unchanged -> popped only: push it back;
 //             allocated generation -> allocated, never published: free it.
+//   runs      a run slot the dead thread reserved, or a run it claimed at
+//             the bump offset (run_carve): finish installing it, or give the
+//             slot back.
+//   announce  cleared last (op_gen): the tables it kept from retirement may
+//             go once its intents no longer name them.
 // Then the lists are recounted, handed to the pool as far as cells allow, the
 // intents cleared, and the entry released: its remaining lists stay with it
 // (an orphan heap, adopted by the next claimer or borrowed when short).
@@ -65,6 +70,7 @@ class Recovery {
 
   void run() {
     resolve_exchange();
+    resolve_runs();
     resolve_freeing();
     resolve_op();
     resolve_pending();
@@ -76,6 +82,9 @@ class Recovery {
       detail::atom32(r_.count[c]).store(n, std::memory_order_release);  // Release: as store().
       if (n) a_.donate(j_, c, 0);
     }
+    // Seq_cst: the announcement goes last, once no intent names a table
+    // (a retirer's seq_cst load then sees it cleared, or still pinned).
+    atom(r_.op_gen).store(0, std::memory_order_seq_cst);
   }
 
  private:
@@ -94,7 +103,8 @@ class Recovery {
     report_.bytes_returned += blocks * detail::size_class_bytes(cls);
   }
   void set_head(std::uint32_t cls, std::uint64_t ref) {
-    detail::atom32(r_.head[cls]).store(static_cast<std::uint32_t>(ref), std::memory_order_release);  // Release: as store().
+    detail::atom32(r_.head[cls])
+        .store(static_cast<std::uint32_t>(ref), std::memory_order_release);  // Release: as store().
   }
 
   void resolve_exchange() {
@@ -105,7 +115,8 @@ class Recovery {
     const std::uint64_t cls_word = load(r_.x_cls);
     const auto cls = static_cast<std::uint32_t>(cls_word & 0xff);
     const auto blocks = static_cast<std::uint32_t>(cls_word >> 8);
-    if (cls >= detail::kClasses) a_.corrupt("an exchange intent names no size class", ref);
+    if (cls >= detail::kClasses && kind != Exchange::run_carve && kind != Exchange::run_carved)
+      a_.corrupt("an exchange intent names no size class", ref);
     if (kind == Exchange::donate && (blocks == 0 || blocks > detail::kBatchBlocks))
       a_.corrupt("a donate intent names an impossible batch length", ref);
     if (kind == Exchange::take) {
@@ -134,6 +145,16 @@ class Recovery {
           count_returned(blocks, cls);
         }
       }
+    } else if (kind == Exchange::run_carve || kind == Exchange::run_carved) {
+      const std::uint64_t top = ref * 8;
+      const std::uint64_t pages = gen_or_bytes;
+      const auto slot = static_cast<std::uint32_t>(cls_word);
+      if (slot >= detail::kRuns) a_.corrupt("a run intent names no run slot", ref);
+      const bool claimed = header_of(ref, 8) == detail::RunClaim::make(j_, pages);
+      if (claimed || kind == Exchange::run_carved) {
+        store(r_.x_kind, std::uint64_t(Exchange::run_carved));
+        a_.finish_run(j_, slot, top, pages);
+      }
     } else if (kind == Exchange::carve || kind == Exchange::carved) {
       const std::uint64_t offset = ref * 8;
       const bool claimed = header_of(ref) == detail::CarveClaim::make(j_ + 1, gen_or_bytes);
@@ -149,12 +170,23 @@ class Recovery {
           set_head(cls, ref);
           count_returned(blocks, cls);
         }
-        detail::atom32(r_.carved[cls]).store(static_cast<std::uint32_t>(load(r_.x_aux)), std::memory_order_release);  // Release: as store().
+        detail::atom32(r_.carved[cls])
+            .store(static_cast<std::uint32_t>(load(r_.x_aux)), std::memory_order_release);  // Release: as store().
       }
     } else {
       a_.corrupt("unknown exchange intent", ref);
     }
     store(r_.x_kind, 0);
+  }
+
+  // Run slots the dead thread reserved and never filled (it died before its
+  // run claim won, or after its claim lost): give them back.
+  void resolve_runs() {
+    for (std::uint32_t k = 0; k < detail::kRuns; ++k) {
+      std::uint64_t reserving = detail::RunGeom::reserving(j_).raw;
+      // Relaxed: the slot holds nothing yet (see start_migration).
+      atom(m_.header->runs[k].geom).compare_exchange_strong(reserving, 0, std::memory_order_relaxed);
+    }
   }
 
   bool in_pool(std::uint32_t cls, std::uint64_t cell) {
@@ -191,32 +223,44 @@ class Recovery {
     store(r_.freeing, 0);
   }
 
+  // The table the slot intent names (op_table). It is not retired: the dead
+  // thread's announcement keeps it until this recovery clears it.
+  Index intent_table(std::uint64_t gen) {
+    const TablesWord t = m_.tables.load();
+    if (t.gen() == gen) return m_.tables.cur(t);
+    if (t.migrating() && t.gen() + 1 == gen) return m_.tables.next(t);
+    if (const std::optional<Index> ix = m_.tables.find_gen(gen)) return *ix;
+    a_.corrupt("a slot intent names a table that is gone", gen);
+  }
+
   // Did the dead thread's CAS of slot `pos` from `expected` to `desired` (a
   // word naming its own fresh record P) happen? Read in this order:
-  //   1. the slot: it still holds `desired` -> yes;
+  //   1. the slot: it still holds `desired` (or `desired` frozen by a
+  //      migration since) -> yes;
   //   2. `pending`: the owner clears it only after a successful CAS -> yes;
-  //   3. every other entry's intents: one unlinking `desired` (op_expected) or
-  //      freeing P with its published generation -> yes (it read `desired`
-  //      from the slot);
+  //   3. every other entry's intents: one unlinking `desired` (op_expected,
+  //      in any table: a migration moves the word unchanged) or freeing P
+  //      with its published generation -> yes (it read `desired` from a slot);
   //   4. P's header: no longer the generation it was published with -> yes
   //      (only an unlinker frees a published record).
   // Otherwise no. An unlinker writes its op intent before its CAS, `freeing`
   // before it clears the op intent, and the new generation before it clears
   // `freeing`; each a release, and our loads acquire (and the slot's CASes
   // form one release sequence), so whichever step it is at, one of 1-4 sees it.
-  bool decide(std::uint64_t pos, SlotWord desired, std::uint64_t pending) {
+  bool decide(const Index& ix, std::uint64_t pos, SlotWord desired, std::uint64_t pending) {
     // D, or D marked DELETED in place (an erase that found the arena full):
     // only a writer that read D from the slot can produce either.
     const std::uint64_t marked = desired.deleted().raw;
-    const std::uint64_t now = load(m_.index[pos]);
-    if (now == desired.raw || now == marked) return true;
+    const std::uint64_t now = ix.load(pos).raw;
+    if (now == desired.raw || now == marked || now == desired.frozen().raw || now == desired.deleted().frozen().raw)
+      return true;
     if ((pending & kRefMask) != desired.ref()) return true;
     const std::uint32_t published_gen = RecordHeader::allocated_gen(static_cast<std::uint32_t>(pending >> 32));
     const std::uint32_t n = detail::entries_in_use(m_.header);
     for (std::uint32_t k = 0; k < n; ++k) {
       if (k == j_) continue;
       RegistryEntry& o = m_.registry[k];
-      if (load(o.op_slot) == pos + 1) {
+      if (load(o.op_slot) != 0) {
         const std::uint64_t expected = load(o.op_expected);
         if (expected == desired.raw || expected == marked) return true;
       }
@@ -231,21 +275,30 @@ class Recovery {
     const std::uint64_t slot = load(r_.op_slot);
     if (slot == 0) return;
     const std::uint64_t pos = slot - 1;
-    if (pos > m_.mask) a_.corrupt("a slot intent names a slot outside the index", pos);
+    const Index ix = intent_table(load(r_.op_table));
+    if (pos > ix.mask) a_.corrupt("a slot intent names a slot outside its table", pos);
     const SlotWord expected{load(r_.op_expected)};
     const SlotWord desired{load(r_.op_desired)};
     const std::uint64_t pending = load(r_.pending);
-    const bool in_place = desired.ref() == expected.ref();  // erase without a fresh record
-    const bool happened = in_place ? load(m_.index[pos]) == desired.raw : decide(pos, desired, pending);
+    bool happened;
+    if (desired.is_frozen()) {
+      // A migration dropping a deleted key: the frozen word names the dead
+      // thread, and a frozen slot never changes again.
+      happened = ix.load(pos) == desired;
+    } else if (desired.ref() == expected.ref()) {
+      // An erase without a fresh record (full arena): see docs/design.md.
+      happened = ix.load(pos) == desired;
+    } else {
+      happened = decide(ix, pos, desired, pending);
+    }
     if (!happened) {
       // The pending step frees the unpublished record.
       store(r_.op_slot, 0);
       return;
     }
     store(r_.live, load(r_.op_live_after));
-    store(r_.used, load(r_.op_used_after));
     std::uint64_t unlinked = 0;
-    if (!in_place && expected.has_record()) {
+    if (expected.has_record() && expected.ref() != desired.ref()) {
       const RecordHeader h{header_of(expected.ref())};
       // The dead thread unlinked it; only it could free it, and it clears
       // the op intent before it starts to: so it is still allocated, with
@@ -255,7 +308,7 @@ class Recovery {
         store(r_.freeing, unlinked | (std::uint64_t(h.gen()) << 32));
       }
     }
-    if ((pending & kRefMask) == desired.ref()) store(r_.pending, 0);
+    if (desired.ref() != 0 && (pending & kRefMask) == desired.ref()) store(r_.pending, 0);
     store(r_.op_slot, 0);
     if (unlinked) {
       const std::uint32_t cls = detail::block_class(header_of(unlinked));
@@ -288,8 +341,8 @@ class Recovery {
 // Seq_cst, then the maintenance mark (seq_cst): the Dekker pair with repair,
 // as in attach(). False if we lost the race or a repair runs.
 bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner borrower, bool repairing) {
-  if (!atom(m.registry[j].owner).compare_exchange_strong(seen, borrower.raw, std::memory_order_seq_cst,
-                                                        std::memory_order_relaxed))
+  if (!atom(m.registry[j].owner)
+           .compare_exchange_strong(seen, borrower.raw, std::memory_order_seq_cst, std::memory_order_relaxed))
     return false;
   if (repairing) return true;  // the mark is ours
   const std::uint64_t mark = atom(m.header->maintenance).load(std::memory_order_seq_cst);
@@ -303,35 +356,60 @@ bool borrow(Map::Impl& m, std::uint32_t j, std::uint64_t seen, detail::Owner bor
 
 }  // namespace
 
+namespace {
+
+enum class Recovered { no, yes, damaged };
+
+// Recovers entry j, whose owner word was `raw` (a dead owner), if we win the
+// borrow.
+Recovered recover_one(Map::Impl& m, std::uint32_t j, std::uint64_t raw, bool repairing, RecoverReport& report,
+                      std::optional<Error>* damage) {
+  const detail::Owner borrower = detail::self_owner().as_borrower();
+  if (!borrow(m, j, raw, borrower, repairing)) return Recovered::no;
+  try {
+    Recovery(m, j, report).run();
+  } catch (const Error& e) {
+    // Damage recovery cannot undo: leave the entry as we found it (fsck
+    // reports it, repair rebuilds around it) and go on with the others.
+    // Seq_cst: as in borrow().
+    atom(m.registry[j].owner).store(raw, std::memory_order_seq_cst);
+    if (e.code() != make_error_code(errc::corrupt)) throw;
+    if (damage && !damage->has_value()) damage->emplace(e);
+    ++report.damaged;
+    return Recovered::damaged;
+  } catch (...) {
+    atom(m.registry[j].owner).store(raw, std::memory_order_seq_cst);  // Seq_cst: as in borrow().
+    throw;
+  }
+  ++report.entries;
+  detail::detach(m.registry, j, borrower);
+  return Recovered::yes;
+}
+
+}  // namespace
+
 RecoverReport Map::Impl::recover_dead(std::uint32_t self, bool repairing, std::optional<Error>* damage) {
   RecoverReport report;
-  const detail::Owner borrower = detail::self_owner().as_borrower();
   const std::uint32_t n = detail::entries_in_use(header);
   for (std::uint32_t j = 0; j < n; ++j) {
     if (j == self) continue;
-    // Acquire: with the claim below, makes the dead owner's stores visible.
+    // Acquire: pairs with the claim of the entry (its owner's seq_cst CAS);
+    // the dead owner's later stores are acquired by the borrow CAS below.
     const std::uint64_t raw = atom(registry[j].owner).load(std::memory_order_acquire);
     if (raw == 0 || detail::owner_alive(detail::Owner{raw})) continue;
-    if (!borrow(*this, j, raw, borrower, repairing)) continue;
-    try {
-      Recovery(*this, j, report).run();
-    } catch (const Error& e) {
-      // Damage recovery cannot undo: leave the entry as we found it (fsck
-      // reports it, repair rebuilds around it) and go on with the others.
-      // Seq_cst: as in borrow().
-      atom(registry[j].owner).store(raw, std::memory_order_seq_cst);
-      if (e.code() != make_error_code(errc::corrupt)) throw;
-      if (damage && !damage->has_value()) damage->emplace(e);
-      ++report.damaged;
-      continue;
-    } catch (...) {
-      atom(registry[j].owner).store(raw, std::memory_order_seq_cst);  // Seq_cst: as in borrow().
-      throw;
-    }
-    ++report.entries;
-    detail::detach(registry, j, borrower);
+    (void)recover_one(*this, j, raw, repairing, report, damage);
   }
   return report;
+}
+
+bool Map::Impl::recover_entry(std::uint32_t self, std::uint32_t j) {
+  if (j == self) return false;
+  // Acquire: as in recover_dead.
+  const std::uint64_t raw = atom(registry[j].owner).load(std::memory_order_acquire);
+  if (raw == 0) return true;
+  if (detail::owner_alive(detail::Owner{raw})) return false;
+  RecoverReport report;
+  return recover_one(*this, j, raw, false, report, nullptr) == Recovered::yes;
 }
 
 std::uint32_t Map::Impl::borrow_orphans(std::uint32_t self, std::uint32_t cls) {
@@ -366,6 +444,10 @@ RecoverReport Map::recover() {
   std::optional<Error> damage;
   RecoverReport report = m.recover_dead(self, false, &damage);
   report.orphans_borrowed = m.borrow_orphans(self, detail::kClasses);
+  // A migration a dead process was moving is finished, and past tables whose
+  // announcers were recovered are retired.
+  m.settle_index(self);
+  m.try_retire(self);
   if (damage) throw *damage;  // after everything else was recovered
   return report;
 }

@@ -126,6 +126,10 @@ FsckReport Map::repair() {
   const std::uint32_t mine = m.writer();
   const MaintenanceMark mark(m, detail::self_owner());
   const std::vector<std::uint32_t> dead = require_alone(m, mine);
+  // A migration in progress is finished first, and past tables retired, so
+  // the rebuild sees one table (the runs stay: they are index memory).
+  m.settle_index(mine);
+  m.try_retire(mine);
 
   detail::IndexScan scan = detail::scan_index(m);
   if (!scan.report.ok)
@@ -142,15 +146,17 @@ FsckReport Map::repair() {
   // it (recovery normally finishes that): take it into the carved range.
   if (top < m.arena.bytes()) {
     const std::uint64_t w = atom(m.arena.block(top / 8)[0]).load(std::memory_order_relaxed);
-    if (detail::CarveClaim::is_claim(w) && detail::CarveClaim::bytes_of(w) <= m.arena.bytes() - top) {
+    if (detail::CarveClaim::is_claim(w) && !detail::CarveClaim::is_run(w) &&
+        detail::CarveClaim::bytes_of(w, top) <= m.arena.bytes() - top) {
       atom(m.arena.block(top / 8)[0]).store(0, std::memory_order_relaxed);
-      top += detail::CarveClaim::bytes_of(w);
+      top += detail::CarveClaim::bytes_of(w, top);
       atom(m.header->arena_top.value).store(top, std::memory_order_relaxed);
     }
   }
 
   std::vector<detail::Block>& live = scan.blocks;
-  std::sort(live.begin(), live.end(), [](const detail::Block& a, const detail::Block& b) { return a.offset < b.offset; });
+  std::sort(live.begin(), live.end(),
+            [](const detail::Block& a, const detail::Block& b) { return a.offset < b.offset; });
   // Everything repair would build on is checked before the first write.
   for (std::size_t i = 0; i < live.size(); ++i) {
     if (live[i].offset + live[i].bytes > top || (i > 0 && live[i].offset < live[i - 1].offset + live[i - 1].bytes))
@@ -170,7 +176,7 @@ FsckReport Map::repair() {
       detail::atom32(r.count[c]).store(0, std::memory_order_relaxed);
       detail::atom32(r.carved[c]).store(0, std::memory_order_relaxed);
     }
-    for (std::uint64_t* w : {&r.op_slot, &r.pending, &r.freeing, &r.x_kind, &r.live, &r.used})
+    for (std::uint64_t* w : {&r.op_slot, &r.pending, &r.freeing, &r.x_kind, &r.live, &r.op_gen})
       atom(*w).store(0, std::memory_order_relaxed);
   }
   for (std::uint32_t c = 0; c < detail::kClasses; ++c)
@@ -225,8 +231,7 @@ FsckReport Map::repair() {
         .store(static_cast<std::uint32_t>(scan.reachable_per_class[c] + free_count[c]), std::memory_order_relaxed);
   }
   atom(r.live).store(scan.report.live_keys, std::memory_order_relaxed);
-  atom(r.used).store(claimed, std::memory_order_relaxed);
-  atom(m.header->used_slots.value).store(claimed, std::memory_order_relaxed);
+  atom(m.tables.cur(m.tables.load()).head->used).store(claimed, std::memory_order_relaxed);
   // Entries of dead owners whose recovery met damage: zeroed in step 1, and
   // released now (a CAS: a survivor that borrowed one meanwhile backs off
   // from our mark and puts it back).

@@ -16,8 +16,14 @@
 //
 // OPENING VALIDATES EVERYTHING before the first access through an offset: magic,
 // layout version, ABI word, state, header checksum, file size against the
-// header, and the geometry (offsets, power-of-two index, arena bounds). Each
-// failure has its own errc and a message naming the segment.
+// header, and the geometry (offsets, table sizes, arena bounds). Each failure
+// has its own errc and a message naming the segment.
+//
+// THE FILE GROWS. A process reserves address space for the largest the file
+// may become (HeaderFixed::max_bytes) and maps the file into its front; the
+// arena grows the file (fallocate of its new last granule, which never
+// shrinks a file and commits one granule), and each process maps the new
+// part in place when it first meets an offset past its mapping.
 #include "segment.hpp"
 
 #include <fcntl.h>
@@ -44,10 +50,12 @@
 namespace shmap::detail {
 namespace {
 
-constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 31;
+constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 28;
 constexpr std::uint64_t kMinArenaBytes = 4096;
 
-std::uint64_t round_up(std::uint64_t n, std::uint64_t align) { return (n + align - 1) / align * align; }
+std::uint64_t round_up(std::uint64_t n, std::uint64_t align) {
+  return (n + align - 1) / align * align;
+}
 
 std::uint64_t next_pow2(std::uint64_t n) {
   std::uint64_t p = 1;
@@ -87,32 +95,55 @@ struct Fd {
 };
 
 struct Geometry {
-  std::uint64_t capacity, index_slots, used_limit, registry_offset, index_offset, arena_offset, arena_bytes,
-      total_bytes;
+  std::uint64_t capacity, min_log2, chunk_log2, run_pages, arena_bytes, total_bytes, max_bytes;
 };
 
-Geometry plan(std::string_view name, const Options& opts) {
+constexpr std::uint64_t kArenaOffset = kHeaderBytes + std::uint64_t{kRegistryEntries} * sizeof(RegistryEntry);
+constexpr std::uint64_t kMaxSegmentBytes =
+    (kArenaOffset + kMaxArenaBytes + kSegmentAlign - 1) / kSegmentAlign * kSegmentAlign;
+static_assert(kArenaOffset % kPageBytes == 0, "the arena starts page aligned");
+// The first table's run starts at arena offset kFirstRunOffset (page aligned);
+// it covers [kArenaFirstOffset, kFirstRunOffset) as a claimed run would.
+constexpr std::uint64_t kFirstRunOffset = CarveClaim::run_start(kArenaFirstOffset);
+
+std::uint32_t log2_of(std::uint64_t pow2) {
+  return std::uint32_t(63 - __builtin_clzll(pow2));
+}
+
+Geometry plan(std::string_view name, const Options& opts, std::uint64_t fs_bytes) {
   Geometry g{};
   if (opts.capacity == 0 || opts.capacity > kMaxCapacity)
     throw_error(errc::invalid_argument, name,
                 "capacity must be between 1 and " + std::to_string(kMaxCapacity) + " keys, not " +
                     std::to_string(opts.capacity));
+  if (opts.help_slots < 16 || opts.help_slots > (1u << 20) || (opts.help_slots & (opts.help_slots - 1)) != 0)
+    throw_error(errc::invalid_argument, name,
+                "help_slots must be a power of two from 16 to 2^20, not " + std::to_string(opts.help_slots));
   g.capacity = opts.capacity;
-  g.index_slots = next_pow2(std::max<std::uint64_t>(16, (opts.capacity * 4 + 2) / 3));
-  g.used_limit = g.index_slots - g.index_slots / 8;
-  std::uint64_t arena = opts.arena_bytes;
-  if (arena == 0) arena = std::min(kMaxArenaBytes, std::max<std::uint64_t>(1u << 20, opts.capacity * 256));
-  if (arena < kMinArenaBytes || arena > kMaxArenaBytes)
+  g.min_log2 = log2_of(next_pow2(std::max<std::uint64_t>(16, (opts.capacity * 4 + 2) / 3)));
+  g.chunk_log2 = log2_of(opts.help_slots);
+  g.run_pages = table_pages(std::uint32_t(g.min_log2), std::uint32_t(g.chunk_log2));
+  std::uint64_t records = opts.arena_bytes;
+  if (records == 0) records = std::min(kMaxArenaBytes / 2, std::max<std::uint64_t>(1u << 20, opts.capacity * 256));
+  if (records < kMinArenaBytes || records > kMaxArenaBytes)
     throw_error(errc::invalid_argument, name,
                 "arena_bytes must be between " + std::to_string(kMinArenaBytes) + " and " +
-                    std::to_string(kMaxArenaBytes) + ", not " + std::to_string(arena));
-  g.arena_bytes = round_up(arena, 8);
-  g.registry_offset = kHeaderBytes;
-  g.index_offset = kHeaderBytes + std::uint64_t{kRegistryEntries} * sizeof(RegistryEntry);
-  g.arena_offset = round_up(g.index_offset + g.index_slots * 8, kPageBytes);
-  g.total_bytes = round_up(g.arena_offset + g.arena_bytes, kSegmentAlign);
-  if (opts.mode & ~07777u)
-    throw_error(errc::invalid_argument, name, "mode must be permission bits (<= 07777)");
+                    std::to_string(kMaxArenaBytes) + ", not " + std::to_string(records));
+  const std::uint64_t first_top = kFirstRunOffset + g.run_pages * kPageBytes;
+  if (first_top + records > kMaxArenaBytes)
+    throw_error(errc::invalid_argument, name, "the first index table and arena_bytes exceed the 32 GiB arena");
+  g.total_bytes = round_up(kArenaOffset + first_top + records, kSegmentAlign);
+  g.arena_bytes = g.total_bytes - kArenaOffset;
+  // The default cap: what the filesystem holds (its total size), within what
+  // 32-bit record references address.
+  std::uint64_t max = opts.max_bytes != 0 ? opts.max_bytes : (fs_bytes != 0 ? fs_bytes : kMaxSegmentBytes);
+  max = std::min(round_up(max, kSegmentAlign), kMaxSegmentBytes);
+  if (opts.max_bytes != 0 && max < g.total_bytes)
+    throw_error(errc::invalid_argument, name,
+                "max_bytes (" + std::to_string(opts.max_bytes) + ") is smaller than the segment's initial size (" +
+                    std::to_string(g.total_bytes) + " bytes)");
+  g.max_bytes = std::max(max, g.total_bytes);
+  if (opts.mode & ~07777u) throw_error(errc::invalid_argument, name, "mode must be permission bits (<= 07777)");
   return g;
 }
 
@@ -123,14 +154,14 @@ void init_header(SegmentHeader* h, const Geometry& g, const Options& opts) {
   f.header_bytes = kHeaderBytes;
   f.abi = abi_word();
   f.total_bytes = g.total_bytes;
+  f.max_bytes = g.max_bytes;
   f.capacity = g.capacity;
-  f.registry_offset = g.registry_offset;
+  f.registry_offset = kHeaderBytes;
   f.registry_entries = kRegistryEntries;
-  f.index_offset = g.index_offset;
-  f.index_slots = g.index_slots;
-  f.used_limit = g.used_limit;
-  f.arena_offset = g.arena_offset;
+  f.arena_offset = kArenaOffset;
   f.arena_bytes = g.arena_bytes;
+  f.min_log2 = std::uint32_t(g.min_log2);
+  f.chunk_log2 = std::uint32_t(g.chunk_log2);
   f.hash_seed = opts.hash_seed ? *opts.hash_seed : random_seed();
   f.creator_pid = ::getpid();
   f.creator_start_time = process_start_time(f.creator_pid);
@@ -138,7 +169,17 @@ void init_header(SegmentHeader* h, const Geometry& g, const Options& opts) {
   f.mode = opts.mode;
   f.flags = 0;
   h->checksum = header_checksum(f);
-  atom(h->arena_top.value).store(kArenaFirstOffset, std::memory_order_relaxed);
+  // The first table: run 0, claimed from the first arena byte to the end of
+  // its pages (the segment is private until link(2), so no claim protocol).
+  // Relaxed (all): published by the release store of READY below.
+  atom(h->runs[0].geom)
+      .store(RunGeom::make(kFirstRunOffset / kPageBytes, g.run_pages, (kFirstRunOffset - kArenaFirstOffset) / 8).raw,
+             std::memory_order_relaxed);
+  atom(h->runs[0].state)
+      .store(RunState::make(RunState::table, 0, std::uint32_t(g.min_log2)).raw, std::memory_order_relaxed);
+  atom(h->tables).store(TablesWord::stable(0, 0, std::uint32_t(g.min_log2)).raw, std::memory_order_relaxed);
+  atom(h->arena_bytes).store(g.arena_bytes, std::memory_order_relaxed);
+  atom(h->arena_top.value).store(kFirstRunOffset + g.run_pages * kPageBytes, std::memory_order_relaxed);
   // Release: orders every header store above before READY. Pairs with the
   // acquire load of `state` in validate_header() (for in-place initializers; our
   // own segments are additionally published by link(2) after this store).
@@ -159,8 +200,7 @@ std::string hex(std::uint64_t v) {
 
 // Validates a mapped header and returns the validated private copy of its
 // immutable part; `file_bytes` is the file size.
-HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64_t file_bytes,
-                            const Options& opts) {
+HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64_t file_bytes, const Options& opts) {
   HeaderFixed f = h->fixed;
   if (f.magic != kMagic)
     throw_error(errc::bad_magic, name, "not a shmap segment: magic is " + hex(f.magic) + ", expected " + hex(kMagic));
@@ -193,8 +233,8 @@ HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64
                       ") is gone: remove the segment and create it again");
     if (std::chrono::steady_clock::now() >= deadline)
       throw_error(errc::init_timeout, name,
-                  "still initializing after " + std::to_string(opts.open_timeout.count()) +
-                      " ms (creator pid " + std::to_string(pid) + " is alive)");
+                  "still initializing after " + std::to_string(opts.open_timeout.count()) + " ms (creator pid " +
+                      std::to_string(pid) + " is alive)");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   f = h->fixed;  // READY: the header is complete and immutable from here on
@@ -209,15 +249,21 @@ HeaderFixed validate_header(std::string_view name, SegmentHeader* h, std::uint64
   // checksum is not a secret, and a hostile header must still be refused.
   const bool geometry_ok =
       f.header_bytes == kHeaderBytes && f.registry_offset == kHeaderBytes && f.registry_entries == kRegistryEntries &&
-      f.index_offset == kHeaderBytes + std::uint64_t{kRegistryEntries} * sizeof(RegistryEntry) &&
-      f.total_bytes <= file_bytes &&
-      f.index_slots >= 16 && f.index_slots <= (std::uint64_t{1} << 32) &&
-      (f.index_slots & (f.index_slots - 1)) == 0 && f.used_limit <= f.index_slots &&
-      f.capacity <= f.index_slots && f.index_slots * 8 <= f.total_bytes - f.index_offset &&
-      f.arena_offset % kPageBytes == 0 && f.arena_offset >= f.index_offset + f.index_slots * 8 &&
-      f.arena_offset <= f.total_bytes && f.arena_bytes >= kMinArenaBytes && f.arena_bytes <= kMaxArenaBytes &&
-      f.arena_bytes % 8 == 0 && f.arena_bytes <= f.total_bytes - f.arena_offset;
+      f.arena_offset == kArenaOffset && f.total_bytes <= file_bytes && f.total_bytes <= f.max_bytes &&
+      f.max_bytes <= kMaxSegmentBytes && f.max_bytes % kSegmentAlign == 0 && f.total_bytes > f.arena_offset &&
+      f.arena_bytes == f.total_bytes - f.arena_offset && f.arena_bytes >= kMinArenaBytes &&
+      f.min_log2 >= kMinTableLog2 && f.min_log2 <= kMaxTableLog2 && f.chunk_log2 >= 4 && f.chunk_log2 <= 20 &&
+      f.capacity >= 1 && f.capacity <= (std::uint64_t{1} << f.min_log2);
   if (!geometry_ok) throw_error(errc::corrupt, name, "header geometry is inconsistent (offsets or sizes out of range)");
+  // The arena's current size (it grows; not covered by the checksum).
+  // Relaxed: a size, checked against the file here and at every use.
+  const std::uint64_t arena_now = atom(h->arena_bytes).load(std::memory_order_relaxed);
+  if (arena_now < f.arena_bytes || arena_now > f.max_bytes - f.arena_offset)
+    throw_error(errc::corrupt, name, "the arena's current size (" + std::to_string(arena_now) + ") is out of range");
+  if (file_bytes < f.arena_offset + arena_now)
+    throw_error(errc::truncated, name,
+                "file is " + std::to_string(file_bytes) + " bytes, the arena needs " +
+                    std::to_string(f.arena_offset + arena_now));
   return f;
 }
 
@@ -274,36 +320,129 @@ Mapping::Mapping(Mapping&& o) noexcept
     : name(std::move(o.name)),
       path(std::move(o.path)),
       base(o.base),
-      bytes(o.bytes),
+      reserved(o.reserved),
+      fd(o.fd),
+      granule(o.granule),
       read_only(o.read_only),
       fixed(o.fixed) {
+  // Relaxed: a move happens before the mapping is shared with other threads.
+  mapped_.store(o.mapped_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   o.base = nullptr;
-  o.bytes = 0;
+  o.reserved = 0;
+  o.fd = -1;
 }
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {
   if (this != &o) {
-    if (base) ::munmap(base, bytes);
+    release();
     name = std::move(o.name);
     path = std::move(o.path);
     base = o.base;
-    bytes = o.bytes;
+    reserved = o.reserved;
+    fd = o.fd;
+    granule = o.granule;
     read_only = o.read_only;
     fixed = o.fixed;
+    // Relaxed: as in the move constructor.
+    mapped_.store(o.mapped_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     o.base = nullptr;
-    o.bytes = 0;
+    o.reserved = 0;
+    o.fd = -1;
   }
   return *this;
 }
 
-Mapping::~Mapping() {
-  if (base) ::munmap(base, bytes);
+void Mapping::release() noexcept {
+  if (base) ::munmap(base, reserved);
+  if (fd >= 0) ::close(fd);
+  base = nullptr;
+  fd = -1;
 }
+
+Mapping::~Mapping() {
+  release();
+}
+
+bool Mapping::ensure_mapped(std::uint64_t end) noexcept {
+  std::uint64_t have = mapped();
+  if (end <= have) return true;
+  if (end > reserved) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  const auto file = static_cast<std::uint64_t>(st.st_size) / kPageBytes * kPageBytes;
+  const std::uint64_t target = std::min({round_up(end, kSegmentAlign), file, std::uint64_t(reserved)});
+  if (target < end) return false;  // the file is shorter than what the header says it holds
+  void* p = ::mmap(static_cast<char*>(base) + have, target - have, read_only ? PROT_READ : PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(have));
+  if (p == MAP_FAILED) return false;
+  // Release: publishes the new mapping to this process's other threads (the
+  // acquire in mapped()); the kernel made it usable before mmap returned.
+  while (have < target &&
+         !mapped_.compare_exchange_weak(have, target, std::memory_order_release, std::memory_order_acquire)) {
+  }
+  return true;
+}
+
+int Mapping::grow_file(std::uint64_t end) noexcept {
+  const std::uint64_t unit = std::max<std::uint64_t>(granule, kPageBytes);
+  if (end < unit || end % unit != 0) return EINVAL;
+  if (::fallocate(fd, 0, static_cast<off_t>(end - unit), static_cast<off_t>(unit)) == 0) return 0;
+  const int err = errno;
+  if (err != EOPNOTSUPP && err != ENOSYS) return err;
+  // No fallocate here: extend with ftruncate, only ever upwards. (Two
+  // processes racing here could shrink it; filesystems without fallocate are
+  // documented as unsupported for growth.)
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno;
+  if (static_cast<std::uint64_t>(st.st_size) >= end) return 0;
+  return ::ftruncate(fd, static_cast<off_t>(end)) == 0 ? 0 : errno;
+}
+
+int Mapping::punch(std::uint64_t offset, std::uint64_t bytes) noexcept {
+  const std::uint64_t unit = std::max<std::uint64_t>(granule, kPageBytes);
+  const std::uint64_t from = round_up(offset, unit);
+  const std::uint64_t to = (offset + bytes) / unit * unit;
+  if (to <= from) return 0;
+  return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                     static_cast<off_t>(to - from)) == 0
+             ? 0
+             : errno;
+}
+
+namespace {
+
+// Reserves address space for the whole life of the segment and maps the
+// first `file_bytes` of the file into its front.
+void reserve_and_map(Mapping& m, std::uint64_t file_bytes) {
+  const std::uint64_t reserve = std::max(m.fixed.max_bytes, round_up(file_bytes, kSegmentAlign));
+  void* r = ::mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) throw_system(m.name, "reserving " + std::to_string(reserve) + " bytes of address space", errno);
+  const std::uint64_t initial = file_bytes / kPageBytes * kPageBytes;
+  void* p = ::mmap(r, initial, m.read_only ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, m.fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    ::munmap(r, reserve);
+    throw_system(m.name, "mmap of " + std::to_string(initial) + " bytes", err);
+  }
+  m.base = r;
+  m.reserved = reserve;
+  if (!m.ensure_mapped(initial)) {
+    // Cannot happen: the range is mapped already; ensure_mapped just records it.
+    throw_error(errc::truncated, m.name, "the file shrank while it was being mapped");
+  }
+}
+
+std::uint64_t granule_of(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return kPageBytes;
+  return std::clamp<std::uint64_t>(static_cast<std::uint64_t>(st.st_blksize), kPageBytes, kSegmentAlign);
+}
+
+}  // namespace
 
 Mapping create_segment(std::string_view name, const Options& opts) {
   const std::string path = segment_path(name);
   if (opts.read_only) throw_error(errc::invalid_argument, name, "cannot create a segment read-only");
-  const Geometry g = plan(name, opts);
   const std::string dir = dir_of(path);
 
   struct statvfs fs {};
@@ -311,6 +450,7 @@ Mapping create_segment(std::string_view name, const Options& opts) {
     if (errno == ENOENT) throw_error(errc::invalid_argument, name, "directory '" + dir + "' does not exist");
     throw_system(name, "statvfs('" + dir + "')", errno);
   }
+  const Geometry g = plan(name, opts, std::uint64_t(fs.f_blocks) * fs.f_frsize);
   // Checked against the space free now: pages are committed on touch, and a
   // full filesystem would kill the writer touching a new page with SIGBUS.
   // (Other files can still fill it later; see the caveats in docs/api.md.)
@@ -334,21 +474,22 @@ Mapping create_segment(std::string_view name, const Options& opts) {
     raw = ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, opts.mode);
     if (raw < 0) throw_system(name, "open('" + temp_path + "')", errno);
   }
-  Fd fd(raw);
+  Mapping m;
+  m.name = std::string(name);
+  m.path = path;
+  m.fd = raw;  // owned by m from here on
   auto drop_temp = [&] {
     if (!temp_path.empty()) ::unlink(temp_path.c_str());
   };
-  if (::fchmod(fd.fd, opts.mode) != 0 || ::ftruncate(fd.fd, static_cast<off_t>(g.total_bytes)) != 0) {
+  if (::fchmod(m.fd, opts.mode) != 0 || ::ftruncate(m.fd, static_cast<off_t>(g.total_bytes)) != 0) {
     const int err = errno;
     drop_temp();
     throw_system(name, "sizing the segment to " + std::to_string(g.total_bytes) + " bytes", err);
   }
-  Mapping m;
-  m.name = std::string(name);
-  m.path = path;
-  m.bytes = g.total_bytes;
+  m.granule = granule_of(m.fd);
+  m.fixed.max_bytes = g.max_bytes;
   try {
-    m.base = map_fd(name, fd.fd, g.total_bytes, false);
+    reserve_and_map(m, g.total_bytes);
   } catch (...) {
     drop_temp();
     throw;
@@ -359,7 +500,7 @@ Mapping create_segment(std::string_view name, const Options& opts) {
   // Publish under the name: link(2) is atomic and fails if the name exists.
   int rc;
   if (temp_path.empty()) {
-    const std::string self = "/proc/self/fd/" + std::to_string(fd.fd);
+    const std::string self = "/proc/self/fd/" + std::to_string(m.fd);
     rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW);
   } else {
     rc = ::link(temp_path.c_str(), path.c_str());
@@ -381,15 +522,19 @@ Mapping open_segment(std::string_view name, const Options& opts) {
     if (errno == ENOENT) throw_error(errc::not_found, name, "does not exist (" + path + ")");
     throw_system(name, "open('" + path + "')", errno);
   }
-  Fd fd(raw);
+  Mapping m;
+  m.name = std::string(name);
+  m.path = path;
+  m.read_only = opts.read_only;
+  m.fd = raw;  // owned by m from here on
   struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) throw_system(name, "fstat", errno);
+  if (::fstat(m.fd, &st) != 0) throw_system(name, "fstat", errno);
   if (!S_ISREG(st.st_mode)) throw_error(errc::invalid_argument, name, "'" + path + "' is not a regular file");
   const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
 
   std::uint64_t magic = 0;
   if (file_bytes >= sizeof magic) {
-    if (::pread(fd.fd, &magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic))
+    if (::pread(m.fd, &magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic))
       throw_system(name, "pread of the header", errno);
     if (magic != kMagic)
       throw_error(errc::bad_magic, name, "not a shmap segment: magic is " + hex(magic) + ", expected " + hex(kMagic));
@@ -398,14 +543,24 @@ Mapping open_segment(std::string_view name, const Options& opts) {
     throw_error(errc::truncated, name,
                 "file is " + std::to_string(file_bytes) + " bytes, smaller than a shmap header (" +
                     std::to_string(kHeaderBytes) + ")");
+  m.granule = granule_of(m.fd);
 
-  Mapping m;
-  m.name = std::string(name);
-  m.path = path;
-  m.read_only = opts.read_only;
-  m.bytes = file_bytes;
-  m.base = map_fd(name, fd.fd, file_bytes, opts.read_only);
-  m.fixed = validate_header(name, m.header(), file_bytes, opts);
+  // Validate through a temporary mapping of the file as it is, then reserve
+  // the address space the validated header asks for and map it there.
+  {
+    const std::uint64_t probe = file_bytes / kPageBytes * kPageBytes;
+    void* p = map_fd(name, m.fd, probe, opts.read_only);
+    HeaderFixed f{};
+    try {
+      f = validate_header(name, static_cast<SegmentHeader*>(p), file_bytes, opts);
+    } catch (...) {
+      ::munmap(p, probe);
+      throw;
+    }
+    ::munmap(p, probe);
+    m.fixed = f;
+  }
+  reserve_and_map(m, file_bytes);
   return m;
 }
 

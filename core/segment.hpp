@@ -1,6 +1,8 @@
-// Segment lifecycle: naming, race-free creation, validation on open, mapping.
+// Segment lifecycle: naming, race-free creation, validation on open, and the
+// process's mapping of a file that grows.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -34,11 +36,19 @@ bool process_alive(std::int64_t pid, std::uint64_t start_time, std::uint64_t sta
 [[noreturn]] void throw_error(errc code, std::string_view segment, const std::string& what);
 [[noreturn]] void throw_system(std::string_view segment, const std::string& call, int err);
 
+// A process's view of a segment. The segment file grows (the arena extends
+// it); every process reserves address space for the largest size the file
+// may reach (HeaderFixed::max_bytes) once, at open, and maps the file into
+// the front of that reserve, extending the mapping in place when it first
+// meets an offset past it. Nothing is ever moved or unmapped while the handle
+// lives, so a pointer another thread of this process holds stays valid.
 struct Mapping {
   std::string name;
   std::string path;
-  void* base = nullptr;
-  std::size_t bytes = 0;
+  void* base = nullptr;                // start of the reserve (the segment's byte 0)
+  std::size_t reserved = 0;            // bytes of address space reserved
+  int fd = -1;                         // kept open: the mapping grows, the file grows
+  std::uint64_t granule = kPageBytes;  // the filesystem's allocation unit (hugetlbfs: 2 MiB)
   bool read_only = false;
   // A private copy of the immutable header, taken once and validated: offsets
   // are never re-read from shared memory, where a hostile writer could change
@@ -46,13 +56,28 @@ struct Mapping {
   HeaderFixed fixed{};
 
   SegmentHeader* header() const { return static_cast<SegmentHeader*>(base); }
-  std::uint64_t* index() const {
-    return reinterpret_cast<std::uint64_t*>(static_cast<char*>(base) + fixed.index_offset);
-  }
   char* arena() const { return static_cast<char*>(base) + fixed.arena_offset; }
   RegistryEntry* registry() const {
     return reinterpret_cast<RegistryEntry*>(static_cast<char*>(base) + fixed.registry_offset);
   }
+  // The largest arena size the reserve can map.
+  std::uint64_t max_arena_bytes() const { return reserved - fixed.arena_offset; }
+
+  // Bytes of the file mapped so far (from byte 0). Relaxed: process-local,
+  // only ever raised after the range is mapped.
+  std::uint64_t mapped() const noexcept { return mapped_.load(std::memory_order_acquire); }
+  // Maps the file up to at least byte `end` (at most the reserve). False if
+  // the file is shorter than `end` (it was truncated underneath us) or the
+  // mapping fails. Lock-free: concurrent callers map the same pages again
+  // (MAP_FIXED over the same file range is idempotent).
+  bool ensure_mapped(std::uint64_t end) noexcept;
+  // Makes the file at least `end` bytes long without committing its pages
+  // (fallocate of its last granule; never shrinks it). 0, or the errno (ENOSPC:
+  // the filesystem is full).
+  int grow_file(std::uint64_t end) noexcept;
+  // Returns the pages of [offset, offset + bytes) to the filesystem (hole
+  // punch; the range then reads as zeros). 0, or the errno.
+  int punch(std::uint64_t offset, std::uint64_t bytes) noexcept;
 
   Mapping() = default;
   Mapping(const Mapping&) = delete;
@@ -60,6 +85,10 @@ struct Mapping {
   Mapping(Mapping&& o) noexcept;
   Mapping& operator=(Mapping&& o) noexcept;
   ~Mapping();
+
+ private:
+  std::atomic<std::uint64_t> mapped_{0};
+  void release() noexcept;
 };
 
 // Creates, initializes and publishes a new segment under `name` (O_EXCL semantics).

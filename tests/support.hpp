@@ -123,11 +123,50 @@ class TempDir {
   std::string path_;
 };
 
-inline shmap::Options small_options(std::uint64_t capacity = 1024, std::uint64_t arena_bytes = 0) {
+// Options for a test map. The segment is capped (max_bytes) so that a test
+// that fills a map until it is full fills a bounded one, not the filesystem.
+inline constexpr std::uint64_t kTestMaxBytes = std::uint64_t{256} << 20;
+inline shmap::Options small_options(std::uint64_t capacity = 1024, std::uint64_t arena_bytes = 0,
+                                    std::uint64_t max_bytes = kTestMaxBytes) {
   shmap::Options o;
   o.capacity = capacity;
   o.arena_bytes = arena_bytes;
+  o.max_bytes = max_bytes;
   return o;
+}
+
+// The smallest segment (one 2 MiB granule, which cannot grow): its arena of
+// about 1 MiB fills quickly, for the tests of a full arena.
+inline constexpr std::uint64_t kMinSegmentBytes = std::uint64_t{2} << 20;
+inline shmap::Options full_arena_options(std::uint64_t capacity = 1000) {
+  return small_options(capacity, 64 << 10, kMinSegmentBytes);
+}
+
+// Uses up the arena's bump region (the part never carved) with "filler-<i>"
+// records of whatever sizes fit, so that nothing new can be carved: no chunk
+// for a size class without free blocks, and no run for a new index table.
+// Leaves about `leave` bytes (at most `leave` + 40). Returns how many
+// fillers it inserted. The map must be quiet.
+inline int eat_bump(shmap::Map& m, std::uint64_t leave = 0) {
+  namespace d = shmap::detail;
+  int fillers = 0;
+  for (;;) {
+    const shmap::Stats s = m.stats();
+    const std::uint64_t left = s.arena_bytes - s.arena_carved - d::kArenaFirstOffset;
+    if (left <= leave + 40) return fillers;
+    const std::string key = "filler-" + std::to_string(fillers);
+    // The largest value whose block fits what is left beyond `leave` (one
+    // block per carve for blocks of 2 KiB and more; smaller ones are carved
+    // in 2 KiB chunks, so keep to one block of at least that).
+    std::uint64_t want = std::min<std::uint64_t>(left - leave, shmap::kMaxValueBytes);
+    while (want > 0 && d::size_class_bytes(d::size_class_of(d::RecordHeader::record_bytes_for(key.size(), want))) >
+                           std::max<std::uint64_t>(left - leave, 0))
+      want = want * 15 / 16;
+    if (d::size_class_bytes(d::size_class_of(d::RecordHeader::record_bytes_for(key.size(), want))) < 2048)
+      return fillers;
+    if (m.insert(key, std::string(want, 'f')) != shmap::Status::ok) return fillers;
+    ++fillers;
+  }
 }
 
 // Runs f and returns the shmap::Error it threw, or nothing if it did not throw.
@@ -194,6 +233,24 @@ inline void edit_segment(const std::string& file, const std::function<void(char*
 inline shmap::detail::RegistryEntry* registry_of(char* base) {
   auto* h = reinterpret_cast<shmap::detail::SegmentHeader*>(base);
   return reinterpret_cast<shmap::detail::RegistryEntry*>(base + h->fixed.registry_offset);
+}
+
+// The current index table of a whole segment mapped at `base` (edit_segment):
+// its slot words and how many (core/layout.hpp: the directory word names a
+// run, whose table header is followed by the slots).
+struct RawTable {
+  std::uint64_t* slots;
+  std::uint64_t size;
+  std::uint64_t mask() const { return size - 1; }
+  // The home slot of a key hash in this table (high bits, core/index.hpp).
+  std::uint64_t home(std::uint64_t hash) const { return hash >> (64 - __builtin_ctzll(size)); }
+};
+inline RawTable current_table(char* base) {
+  auto* h = reinterpret_cast<shmap::detail::SegmentHeader*>(base);
+  const shmap::detail::TablesWord t{h->tables};
+  const shmap::detail::RunGeom g{h->runs[t.cur_run()].geom};
+  return {reinterpret_cast<std::uint64_t*>(base + h->fixed.arena_offset + g.start() + shmap::detail::kTableHeaderBytes),
+          std::uint64_t{1} << t.cur_log2()};
 }
 
 // The words of the arena block `ref` (arena offset / 8) of a segment mapped at `base`.

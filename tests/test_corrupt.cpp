@@ -24,8 +24,9 @@ namespace {
 void edit_slots(const std::string& file, const std::function<void(SlotWord&, const HeaderFixed&)>& f) {
   edit_segment(file, [&](char* base, std::size_t) {
     auto* h = reinterpret_cast<SegmentHeader*>(base);
-    auto* index = reinterpret_cast<std::uint64_t*>(base + h->fixed.index_offset);
-    for (std::uint64_t i = 0; i < h->fixed.index_slots; ++i) {
+    const RawTable t = current_table(base);
+    std::uint64_t* index = t.slots;
+    for (std::uint64_t i = 0; i < t.size; ++i) {
       if (index[i] == 0) continue;
       SlotWord w{index[i]};
       f(w, h->fixed);
@@ -38,8 +39,9 @@ void edit_slots(const std::string& file, const std::function<void(SlotWord&, con
 void edit_records(const std::string& file, const std::function<void(RecordHeader&)>& f) {
   edit_segment(file, [&](char* base, std::size_t) {
     auto* h = reinterpret_cast<SegmentHeader*>(base);
-    auto* index = reinterpret_cast<std::uint64_t*>(base + h->fixed.index_offset);
-    for (std::uint64_t i = 0; i < h->fixed.index_slots; ++i) {
+    const RawTable t = current_table(base);
+    std::uint64_t* index = t.slots;
+    for (std::uint64_t i = 0; i < t.size; ++i) {
       const SlotWord w{index[i]};
       if (!w.has_record()) continue;
       auto* rec = reinterpret_cast<RecordHeader*>(base + h->fixed.arena_offset + w.ref() * 8);

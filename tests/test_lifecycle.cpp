@@ -226,12 +226,21 @@ TEST_CASE("info reports the geometry, seed, mode and creator of a segment") {
   CHECK(i.layout_version == shmap::detail::kLayoutVersion);
   CHECK(i.capacity == 1000);
   CHECK(i.index_slots == 2048);
-  CHECK(i.arena_bytes == (1u << 20));
+  CHECK(i.min_index_slots == 2048);
+  CHECK(i.table_generation == 0);
+  CHECK(i.help_slots == 1024);
+  // The arena holds the first index table and 1 MiB for records, rounded up
+  // to the 2 MiB segment granule.
+  CHECK(i.arena_bytes >= (1u << 20) + 2048 * 8);
+  CHECK(i.arena_bytes < (1u << 20) + 2048 * 8 + (std::uint64_t{2} << 20));
   CHECK(i.hash_seed == 0x1234567890abcdefull);
   CHECK(i.mode == 0600);
   CHECK(i.creator_pid == ::getpid());
   CHECK(i.total_bytes == std::uint64_t(file_size(shm_file(g.name()))));
-  CHECK(i.total_bytes >= i.arena_bytes + i.index_slots * 8);
+  CHECK(i.total_bytes == i.arena_bytes + shmap::detail::kHeaderBytes +
+                             shmap::detail::kRegistryEntries * sizeof(shmap::detail::RegistryEntry));
+  CHECK(i.total_bytes % (std::uint64_t{2} << 20) == 0);
+  CHECK(i.max_bytes >= i.total_bytes);
   const auto unix_ns = [](std::chrono::system_clock::time_point t) {
     return std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
   };
@@ -242,7 +251,7 @@ TEST_CASE("info reports the geometry, seed, mode and creator of a segment") {
   CHECK(mi.hash_seed == i.hash_seed);
 }
 
-TEST_CASE("the index has the next power of two at or above capacity times 4/3 slots") {
+TEST_CASE("the first index table has the next power of two at or above capacity times 4/3 slots") {
   for (const auto& [capacity, slots] : {std::pair<std::uint64_t, std::uint64_t>{1000, 2048}, {3000, 4096},
                                         {6144, 8192}, {6145, 16384}, {100000, 262144}}) {
     CAPTURE(capacity);
@@ -255,10 +264,39 @@ TEST_CASE("the index has the next power of two at or above capacity times 4/3 sl
   }
 }
 
-TEST_CASE("the default arena is 256 bytes per key of capacity and at least 1 MiB") {
+TEST_CASE("the default arena holds 256 bytes per key of capacity besides the first index table, and at least 1 MiB") {
   SegmentGuard small, large;
-  CHECK(Map::create(small.name(), small_options(1000)).info().arena_bytes == (1u << 20));
-  CHECK(Map::create(large.name(), small_options(1u << 16)).info().arena_bytes == (256u << 16));
+  const std::uint64_t granule = std::uint64_t{2} << 20;
+  const std::uint64_t a = Map::create(small.name(), small_options(1000)).info().arena_bytes;
+  CHECK(a >= (1u << 20) + 2048 * 8);
+  CHECK(a < (1u << 20) + 2048 * 8 + granule);
+  const std::uint64_t b = Map::create(large.name(), small_options(1u << 16)).info().arena_bytes;
+  CHECK(b >= (256u << 16) + (1u << 17) * 8);
+  CHECK(b < (256u << 16) + (1u << 17) * 8 + granule);
+}
+
+TEST_CASE("max_bytes caps the segment and must hold its initial size") {
+  SegmentGuard g, tiny;
+  Options o = small_options(1000);
+  o.max_bytes = std::uint64_t{64} << 20;
+  CHECK(Map::create(g.name(), o).info().max_bytes == (std::uint64_t{64} << 20));
+  o.max_bytes = 4096;
+  REQUIRE_SHMAP_ERROR(Map::create(tiny.name(), o), errc::invalid_argument, tiny.name());
+  CHECK_FALSE(file_exists(tiny.file()));
+}
+
+TEST_CASE("help_slots must be a power of two from 16 to 2^20") {
+  for (const std::uint32_t bad : {0u, 8u, 100u, 1u << 21}) {
+    CAPTURE(bad);
+    SegmentGuard g;
+    Options o = small_options(1000);
+    o.help_slots = bad;
+    REQUIRE_SHMAP_ERROR(Map::create(g.name(), o), errc::invalid_argument, g.name());
+  }
+  SegmentGuard g;
+  Options o = small_options(1000);
+  o.help_slots = 16;
+  CHECK(Map::create(g.name(), o).info().help_slots == 16);
 }
 
 TEST_CASE("a random hash seed is chosen when none is given") {
@@ -271,7 +309,7 @@ TEST_CASE("a random hash seed is chosen when none is given") {
 TEST_CASE("a large arena is reserved sparse and commits only touched pages") {
   SegmentGuard g;
   const std::uint64_t arena = std::uint64_t{8} << 30;
-  Map m = Map::create(g.name(), small_options(4096, arena));
+  Map m = Map::create(g.name(), small_options(4096, arena, arena + (std::uint64_t{64} << 20)));
   for (int i = 0; i < 1000; ++i) REQUIRE(m.insert("k" + std::to_string(i), std::string(100, 'x')) == Status::ok);
   struct stat st {};
   REQUIRE(::stat(shm_file(g.name()).c_str(), &st) == 0);
@@ -358,11 +396,14 @@ TEST_CASE("open refuses a header field changed without its checksum with corrupt
 TEST_CASE("open refuses an inconsistent header geometry with corrupt even when the checksum matches") {
   SegmentGuard g;
   make_closed_segment(g.name());
-  SECTION("index slots not a power of two") {
-    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.index_slots -= 1; });
+  SECTION("a smallest table below 16 slots") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.min_log2 = 3; });
   }
-  SECTION("index overlapping the arena") {
-    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.index_slots *= 4; });
+  SECTION("a smallest table above the largest") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.min_log2 = 40; });
+  }
+  SECTION("a migration chunk of more than 2^20 slots") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.chunk_log2 = 21; });
   }
   SECTION("arena reaching past the end of the segment") {
     edit_header(g.file(), [](SegmentHeader& h) { h.fixed.arena_bytes = h.fixed.total_bytes; });
@@ -370,8 +411,14 @@ TEST_CASE("open refuses an inconsistent header geometry with corrupt even when t
   SECTION("arena offset outside the segment") {
     edit_header(g.file(), [](SegmentHeader& h) { h.fixed.arena_offset = h.fixed.total_bytes + 4096; });
   }
-  SECTION("used limit above the index size") {
-    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.used_limit = h.fixed.index_slots + 1; });
+  SECTION("a size cap below the initial size") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.max_bytes = h.fixed.total_bytes - (std::uint64_t{2} << 20); });
+  }
+  SECTION("a size cap past what 32-bit references address") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.max_bytes = std::uint64_t{64} << 30; });
+  }
+  SECTION("capacity larger than the first table") {
+    edit_header(g.file(), [](SegmentHeader& h) { h.fixed.capacity = (std::uint64_t{1} << h.fixed.min_log2) + 1; });
   }
   SECTION("header size not the layout's") {
     edit_header(g.file(), [](SegmentHeader& h) { h.fixed.header_bytes = 64; });

@@ -23,13 +23,14 @@ namespace {
 std::optional<std::string> some(std::string_view s) { return std::string(s); }
 
 // Keys whose home slot in an index of `slots` slots is `home`, under the
-// core's probe (hash & mask, fingerprint = top 8 bits; core/map.cpp). Only used
+// core's probe (home = the high bits of the hash, fingerprint = the low 8;
+// core/index.hpp). Only used
 // to pick keys: should the probe change, the tests stay valid, just less sharp.
 std::vector<std::string> keys_with_home(std::uint64_t seed, std::uint64_t slots, std::uint64_t home, std::size_t n) {
   std::vector<std::string> keys;
   for (std::uint64_t i = 0; keys.size() < n; ++i) {
     std::string k = "wrap-" + std::to_string(i);
-    if ((shmap::detail::hash_bytes(k, seed) & (slots - 1)) == home) keys.push_back(std::move(k));
+    if ((shmap::detail::hash_bytes(k, seed) >> (64 - __builtin_ctzll(slots))) == home) keys.push_back(std::move(k));
   }
   return keys;
 }
@@ -542,90 +543,139 @@ TEST_CASE("fetch_add reports wrong_size on a value that is not 8 bytes and leave
   check_quiescent(m);
 }
 
-TEST_CASE("filling a small index reports full_index and keeps every entry readable") {
+TEST_CASE("an index grows past its first table and keeps every entry readable") {
   SegmentGuard g;
   Map m = Map::create(g.name(), small_options(100));
-  const std::uint64_t limit = m.stats().used_limit;
-  std::uint64_t inserted = 0;
-  Status last = Status::ok;
-  while (inserted <= limit) {
-    last = m.insert("key-" + std::to_string(inserted), "value-" + std::to_string(inserted));
-    if (last != Status::ok) break;
-    ++inserted;
-  }
-  CHECK(last == Status::full_index);
-  CHECK(inserted >= 100);
-  CHECK(inserted == limit);
-  CHECK(m.size() == inserted);
-  CHECK_FALSE(m.contains("key-" + std::to_string(inserted)));
-  for (std::uint64_t i = 0; i < inserted; ++i) {
+  const std::uint64_t first = m.stats().index_slots;
+  REQUIRE(first == 256);
+  for (int i = 0; i < 5000; ++i) REQUIRE(m.insert("key-" + std::to_string(i), "value-" + std::to_string(i)) == Status::ok);
+  CHECK(m.size() == 5000);
+  const shmap::Stats s = m.stats();
+  CHECK(s.index_slots > first);
+  CHECK(s.grown >= 1);
+  CHECK(s.migrations == s.table_generation);
+  CHECK(s.live_slots == 5000);
+  CHECK(s.deleted_slots == 0);
+  for (int i = 0; i < 5000; ++i) {
     const auto v = m.get("key-" + std::to_string(i));
     if (v != "value-" + std::to_string(i)) FAIL("key-" << i << " reads " << (v ? *v : "<absent>"));
   }
+  check_quiescent(m);
+}
+
+namespace {
+
+// A map whose arena is full and whose index cannot get a new table, but
+// with free blocks for new records: `n` records of 1000 bytes (1024-byte
+// blocks) are inserted and erased (each erase takes a small key-only record
+// and frees a 1024-byte block), then the bump region left over is used up
+// but for 4 KiB (eat_bump). Returns how many fillers that took.
+int fill_then_erase(Map& m, int n) {
+  for (int i = 0; i < n; ++i) REQUIRE(m.insert("old-" + std::to_string(i), pattern_value(i, 1000)) == Status::ok);
+  for (int i = 0; i < n; ++i) REQUIRE(m.erase("old-" + std::to_string(i)));
+  return eat_bump(m, 4096);  // room for small records, none for a table's run (20 KiB and more)
+}
+
+}  // namespace
+
+TEST_CASE("with no room for a new table, an index fills to 7/8 and then reports full_index, keeping every entry") {
+  SegmentGuard g;
+  Map m = Map::create(g.name(), full_arena_options(1000));
+  const int erased = 900;
+  const int fillers = fill_then_erase(m, erased);
+  const shmap::Stats before = m.stats();
+  REQUIRE(before.deleted_slots == std::uint64_t(erased));
+  // New keys of the freed blocks' class: each takes a slot; at 3/4 a
+  // migration would drop the deleted slots, but there is no arena room for
+  // its table, so inserts go on to 7/8 of the slots and then stop.
+  int inserted = 0;
+  Status last = Status::ok;
+  while ((last = m.insert("new-" + std::to_string(inserted), pattern_value(inserted, 1000))) == Status::ok) ++inserted;
+  CHECK(last == Status::full_index);
   const shmap::Stats s = m.stats();
-  CHECK(s.live_slots == inserted);
-  CHECK(s.deleted_slots == 0);
+  CHECK(s.table_generation == before.table_generation);
+  CHECK(std::uint64_t(inserted + erased + fillers) == s.index_slots - s.index_slots / 8);
+  CHECK(m.size() == std::uint64_t(inserted + fillers));
+  for (int i = 0; i < inserted; ++i) CHECK(m.get("new-" + std::to_string(i)) == pattern_value(i, 1000));
   check_quiescent(m);
 }
 
 TEST_CASE("a full index still answers every operation that needs no new slot") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(100));
-  std::uint64_t n = 0;
-  while (m.insert("key-" + std::to_string(n), "v") == Status::ok) ++n;
-  REQUIRE(n == m.stats().used_limit);
+  Map m = Map::create(g.name(), full_arena_options(1000));
+  const int erased = 900;
+  const int fillers = fill_then_erase(m, erased);
+  int n = 0;
+  while (m.insert("key-" + std::to_string(n), pattern_value(n, 1000)) == Status::ok) ++n;
+  REQUIRE(n > 10);
 
   CHECK(m.insert("key-0", "x") == Status::exists);
-  CHECK(m.insert_or_assign("key-1", "assigned") == Status::assigned);
-  CHECK(m.get("key-1") == some("assigned"));
-  CHECK(m.compare_exchange("key-2", "v", "swapped") == Status::ok);
-  CHECK(m.get("key-2") == some("swapped"));
-  CHECK(m.insert_or_assign("brand-new", "v") == Status::full_index);
+  CHECK(m.insert_or_assign("key-1", pattern_value(1, 990)) == Status::assigned);
+  CHECK(m.get("key-1") == pattern_value(1, 990));
+  CHECK(m.compare_exchange("key-2", pattern_value(2, 1000), pattern_value(2, 991)) == Status::ok);
+  CHECK(m.get("key-2") == pattern_value(2, 991));
+  CHECK(m.insert_or_assign("brand-new", pattern_value(7, 1000)) == Status::full_index);
   CHECK(m.fetch_add("brand-new", 1).status == Status::full_index);
   CHECK_FALSE(m.contains("brand-new"));
 
   CHECK(m.erase("key-3"));
   CHECK(m.get("key-3") == std::nullopt);
-  CHECK(m.size() == n - 1);
-  // The erased key's slot is a deleted marker until an index rebuild, so the
-  // used slots still sit at the limit.
-  CHECK(m.stats().deleted_slots == 1);
-  CHECK(m.insert("another-new", "v") == Status::full_index);
+  CHECK(m.size() == std::uint64_t(n - 1 + fillers));
+  CHECK(m.stats().deleted_slots == std::uint64_t(erased) + 1);
+  CHECK(m.insert("another-new", pattern_value(0, 1000)) == Status::full_index);
   CHECK_FALSE(m.contains("another-new"));
   // A deleted slot still belongs to its key (core/layout.hpp), so the erased
   // key itself fits again.
-  CHECK(m.insert("key-3", "back") == Status::ok);
-  CHECK(m.get("key-3") == some("back"));
-  CHECK(m.stats().deleted_slots == 0);
-  for (std::uint64_t i = 4; i < n; ++i) CHECK(m.contains("key-" + std::to_string(i)));
+  CHECK(m.insert("key-3", pattern_value(3, 1000)) == Status::ok);
+  CHECK(m.get("key-3") == pattern_value(3, 1000));
+  for (int i = 4; i < n; ++i) CHECK(m.contains("key-" + std::to_string(i)));
   check_quiescent(m);
 }
 
-TEST_CASE("filling a small arena reports full_arena and keeps the map intact") {
+TEST_CASE("a segment at max_bytes reports full_arena and keeps the map intact") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(1000, 64 << 10));
+  Map m = Map::create(g.name(), full_arena_options(1000));
   std::vector<std::string> keys;
   Status last = Status::ok;
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 100000; ++i) {
     const std::string k = "k" + std::to_string(i);
     last = m.insert(k, pattern_value(i, 1000));
     if (last != Status::ok) break;
     keys.push_back(k);
   }
   CHECK(last == Status::full_arena);
-  CHECK(keys.size() >= 50);
-  CHECK(keys.size() < 64);
+  const shmap::Stats s = m.stats();
+  CHECK(s.arena_bytes + shmap::detail::kHeaderBytes +
+            shmap::detail::kRegistryEntries * sizeof(shmap::detail::RegistryEntry) ==
+        kMinSegmentBytes);
+  // 1024-byte blocks: the arena minus the index table and one carve chunk.
+  CHECK(keys.size() * 1024 <= s.arena_bytes);
+  CHECK(keys.size() * 1024 + s.index_table_bytes + 8192 >= s.arena_bytes);
   CHECK(m.size() == keys.size());
   for (std::size_t i = 0; i < keys.size(); ++i) CHECK(m.get(keys[i]) == pattern_value(i, 1000));
-  const shmap::Stats s = m.stats();
   CHECK(s.live_slots == keys.size());
   CHECK(s.deleted_slots == 0);
   check_quiescent(m);
 }
 
+TEST_CASE("an arena grows past its initial size up to max_bytes") {
+  SegmentGuard g;
+  Map m = Map::create(g.name(), small_options(1000, 64 << 10, std::uint64_t{16} << 20));
+  const std::uint64_t initial = m.info().arena_bytes;
+  int n = 0;
+  while (m.insert("k" + std::to_string(n), pattern_value(n, 1000)) == Status::ok) ++n;
+  const shmap::Info i = m.info();
+  CHECK(i.arena_bytes > initial);
+  CHECK(i.total_bytes == (std::uint64_t{16} << 20));
+  CHECK(i.total_bytes == std::uint64_t(file_size(shm_file(g.name()))));
+  CHECK(std::uint64_t(n) * 1024 > i.arena_bytes / 2);
+  for (int k = 0; k < n; k += 7) CHECK(m.get("k" + std::to_string(k)) == pattern_value(k, 1000));
+  check_quiescent(m);
+}
+
 TEST_CASE("an assign that does not fit a full arena reports full_arena and keeps the old value") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(1000, 64 << 10));
+  Map m = Map::create(g.name(), full_arena_options(1000));
   int n = 0;
   while (m.insert("k" + std::to_string(n), pattern_value(n, 1000)) == Status::ok) ++n;
   CHECK(m.insert_or_assign("k0", pattern_value(0, 4000)) == Status::full_arena);
@@ -638,7 +688,10 @@ TEST_CASE("an assign that does not fit a full arena reports full_arena and keeps
 
 TEST_CASE("a full arena accepts a record again once an erase frees a block of its class") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(1000, 64 << 10));
+  Map m = Map::create(g.name(), full_arena_options(1000));
+  // A 16-byte record first: its carve leaves this thread 16-byte blocks for
+  // the key-only record the erase below takes (so it frees the erased block).
+  REQUIRE(m.insert("t", "") == Status::ok);
   int n = 0;
   while (m.insert("k" + std::to_string(n), pattern_value(n, 1000)) == Status::ok) ++n;
   REQUIRE(m.insert("late", pattern_value(99, 1000)) == Status::full_arena);
@@ -648,13 +701,13 @@ TEST_CASE("a full arena accepts a record again once an erase frees a block of it
   CHECK(m.insert("later", pattern_value(98, 1000)) == Status::full_arena);
   for (int i = 0; i < n; ++i)
     if (i != 5) CHECK(m.get("k" + std::to_string(i)) == pattern_value(i, 1000));
-  CHECK(m.size() == std::uint64_t(n));
+  CHECK(m.size() == std::uint64_t(n) + 1);
   check_quiescent(m);
 }
 
 TEST_CASE("updates that need a new record on a full arena report full_arena and keep the old value") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(1000, 64 << 10));
+  Map m = Map::create(g.name(), full_arena_options(1000));
   REQUIRE(m.put<std::int64_t>("ctr", 7) == Status::inserted);
   REQUIRE(m.insert("small", "12345678") == Status::ok);
   int n = 0;
@@ -824,7 +877,7 @@ TEST_CASE("keys with the same home slot and fingerprint are told apart by their 
     char buf[16];
     std::snprintf(buf, sizeof buf, "c%07llu", static_cast<unsigned long long>(i));
     const std::uint64_t h = shmap::detail::hash_bytes(buf, 777);
-    auto& b = buckets[{h & mask, h >> 56}];
+    auto& b = buckets[{h >> (64 - __builtin_popcountll(mask)), h & 0xff}];
     b.emplace_back(buf);
     if (b.size() == 3) twins = b;
   }

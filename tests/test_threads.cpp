@@ -156,10 +156,11 @@ std::uint64_t fill_concurrently(Map& m, Status stop, ValueOf&& value_of) {
     for (int i = 0;; ++i) {
       const Status s = m.insert("t" + std::to_string(t) + "-" + std::to_string(i), value_of(t, i));
       if (s == stop) break;
-      if (s == Status::ok)
-        mine[std::size_t(t)].push_back(i);
-      else
+      if (s != Status::ok) {
         ++unexpected[std::size_t(t)];
+        break;
+      }
+      mine[std::size_t(t)].push_back(i);
     }
   });
   std::uint64_t total = 0;
@@ -174,29 +175,37 @@ std::uint64_t fill_concurrently(Map& m, Status stop, ValueOf&& value_of) {
   return total;
 }
 
-TEST_CASE("threads filling the index at once get at least used_limit inserts in, overshoot by under one per thread, then full_index") {
+TEST_CASE("threads filling an index that cannot grow stop at 7/8 of its slots, overshooting by under one per thread") {
   // Many small rounds: the race that matters is the last few slots.
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 40; ++round) {
     CAPTURE(round);
     SegmentGuard g;
-    Map m = Map::create(g.name(), small_options(300));
-    const std::uint64_t limit = m.stats().used_limit;
-    const std::uint64_t total = fill_concurrently(m, Status::full_index, [](int, int i) { return std::to_string(i); });
+    // The smallest segment, its bump region used up but for 35 KiB: room for
+    // the 16-byte records that fill the first table (2048 slots) to 7/8, with
+    // a chunk per thread to spare, but not for the 36 KiB run of the next
+    // table. The migration at 3/4 cannot start, so inserts go on to 7/8.
+    Map m = Map::create(g.name(), full_arena_options(1000));
+    const std::uint64_t fillers = std::uint64_t(eat_bump(m, 35 << 10));
+    const std::uint64_t hard = m.stats().index_slots - m.stats().index_slots / 8;
+    REQUIRE(m.stats().index_slots == 2048);
+    const std::uint64_t erased = 0;
+    const std::uint64_t total = fill_concurrently(m, Status::full_index, [](int, int) { return std::string(); });
     // Slots are counted after the claiming CAS (so no insert is refused for a
     // reservation another insert then gives back); claimers racing at the
     // limit can each pass the check once: at most kThreads - 1 over.
-    REQUIRE(total >= limit);
-    REQUIRE(total <= limit + kThreads - 1);
-    CHECK(m.size() == total);
-    CHECK(m.stats().live_slots == total);
-    CHECK(m.insert("one-more", "x") == Status::full_index);
+    REQUIRE(erased + fillers + total >= hard);
+    REQUIRE(erased + fillers + total <= hard + kThreads - 1);
+    CHECK(m.size() == total + fillers);
+    CHECK(m.stats().live_slots == total + fillers);
+    CHECK(m.stats().table_generation == 0);
+    CHECK(m.insert("one-more", "") == Status::full_index);
     check_quiescent(m);
   }
 }
 
 TEST_CASE("threads filling the arena at once keep every inserted entry and leak no block") {
   SegmentGuard g;
-  Map m = Map::create(g.name(), small_options(20000, 512 << 10));
+  Map m = Map::create(g.name(), full_arena_options(20000));
   // Two value sizes, so two classes compete for the last bump bytes.
   const std::uint64_t total = fill_concurrently(m, Status::full_arena, [](int t, int i) {
     return pattern_value(std::uint64_t(t) * 100000 + std::uint64_t(i), i % 2 ? 1000 : 300);

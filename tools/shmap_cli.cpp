@@ -229,6 +229,12 @@ int cmd_create(const Command&, const ParsedArgs& a) {
   Options opts;
   if (const auto* v = a.value("capacity")) opts.capacity = parse_u64(*v, "--capacity");
   if (const auto* v = a.value("arena-bytes")) opts.arena_bytes = parse_size(*v, "--arena-bytes");
+  if (const auto* v = a.value("max-bytes")) opts.max_bytes = parse_size(*v, "--max-bytes");
+  if (const auto* v = a.value("help-slots")) {
+    const std::uint64_t n = parse_u64(*v, "--help-slots");
+    if (n > 0xffffffffu) throw UsageError("--help-slots: " + *v + " is too large");
+    opts.help_slots = static_cast<std::uint32_t>(n);
+  }
   if (const auto* v = a.value("mode")) opts.mode = static_cast<mode_t>(parse_mode(*v, "--mode"));
   if (const auto* v = a.value("seed")) opts.hash_seed = parse_u64(*v, "--seed");
   Map::create(a.positional[0], opts);
@@ -255,8 +261,9 @@ int cmd_info(const Command&, const ParsedArgs& a) {
   line("path:", info.path);
   line("layout version:", std::to_string(info.layout_version));
   line("total bytes:", bytes(info.total_bytes));
-  line("capacity:", std::to_string(info.capacity) + " keys");
-  line("index slots:", std::to_string(info.index_slots));
+  line("max bytes:", bytes(info.max_bytes));
+  line("capacity:", std::to_string(info.capacity) + " keys (the first index table; the index grows past it)");
+  line("index slots:", std::to_string(info.index_slots) + " (at least " + std::to_string(info.min_index_slots) + ")");
   line("arena bytes:", bytes(info.arena_bytes));
   line("hash seed:", fmt("0x%016" PRIx64, info.hash_seed));
   line("mode:", fmt("%04o", static_cast<unsigned>(info.mode)));
@@ -265,10 +272,23 @@ int cmd_info(const Command&, const ParsedArgs& a) {
   out += '\n';
   line("live keys:", std::to_string(st.live_keys));
   line("slots:", std::to_string(st.index_slots) + " (live " + std::to_string(st.live_slots) + ", deleted " +
-                     std::to_string(st.deleted_slots) + ", empty " + std::to_string(st.empty_slots) +
-                     "; inserts report full at " + std::to_string(st.used_limit) + " used)");
+                     std::to_string(st.deleted_slots) + ", empty " + std::to_string(st.empty_slots) + ", frozen " +
+                     std::to_string(st.frozen_slots) + "; a migration starts at " + std::to_string(st.used_limit) +
+                     " used)");
   line("deleted slots:", std::to_string(st.deleted_slots));
   line("load factor:", fmt("%.4f", st.load_factor));
+  line("table generation:", std::to_string(st.table_generation));
+  line("migration:", st.migrating ? "running, to " + std::to_string(st.next_index_slots) + " slots (" +
+                                        std::to_string(st.migration_chunks_done) + " of " +
+                                        std::to_string(st.migration_chunks) + " chunks moved)"
+                                  : std::string("none"));
+  line("migrations:", std::to_string(st.migrations) + " (grown " + std::to_string(st.grown) + ", shrunk " +
+                          std::to_string(st.shrunk) + ", same size " +
+                          std::to_string(st.migrations - st.grown - st.shrunk) + ")");
+  line("reclaimed slots:", std::to_string(st.reclaimed_slots) + " (deleted slots dropped by migrations)");
+  line("retired tables:", std::to_string(st.retired_tables) + " (memory returned)");
+  line("index runs:", std::to_string(st.index_runs) + ", " + bytes(st.index_run_bytes) + " (" +
+                          bytes(st.index_table_bytes) + " holding tables)");
   const double carved_pct =
       st.arena_bytes == 0 ? 0.0 : 100.0 * static_cast<double>(st.arena_carved) / static_cast<double>(st.arena_bytes);
   line("arena carved:", bytes(st.arena_carved) + " of " + bytes(st.arena_bytes) + fmt(", %.1f%%", carved_pct));
@@ -292,7 +312,7 @@ int cmd_info(const Command&, const ParsedArgs& a) {
     for (const shmap::ProcessInfo& p : procs)
       out += fmt("  %8" PRId64 " %8" PRId64 " %6" PRIu32 " %-24s %s\n", p.pid, p.tid, p.entry,
                  utc_time(p.attached_unix_ns).c_str(),
-                 !p.alive        ? "dead (recovered by `shmap recover` or the next writable open)"
+                 !p.alive       ? "dead (recovered by `shmap recover` or the next writable open)"
                  : p.recovering ? "alive, recovering or draining this entry"
                                 : "alive");
   }
@@ -418,17 +438,22 @@ int cmd_rm(const Command& cmd, const ParsedArgs& a) {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table{
       {.name = "create",
-       .synopsis = "create NAME [--capacity N] [--arena-bytes N] [--mode OCTAL] [--seed N]",
+       .synopsis =
+           "create NAME [--capacity N] [--arena-bytes N] [--max-bytes N] [--help-slots N] [--mode OCTAL] [--seed N]",
        .summary = "create a new map segment (fails if NAME exists)",
        .details = "Creates the segment NAME and initializes an empty map in it. Fails (exit 3)\n"
                   "if NAME already exists. NAME is a POSIX shm name (\"/jobs\": one leading slash,\n"
                   "no other; lives in /dev/shm) or a filesystem path (a map in a file).\n"
                   "Numbers are decimal; --seed also takes 0x-prefixed hexadecimal;\n"
-                  "--arena-bytes takes a K, M, G or T suffix (powers of 1024).",
+                  "--arena-bytes and --max-bytes take a K, M, G or T suffix (powers of 1024).\n"
+                  "The index and the arena grow as keys come (up to --max-bytes), and the\n"
+                  "index rebuilds itself to reclaim the slots of erased keys.",
        .min_positional = 1,
        .max_positional = 1,
-       .options = {{"capacity", 0, "N", "keys the map must hold (default 65536)"},
-                   {"arena-bytes", 0, "N", "bytes reserved for records, sparse (default: 256 per key, >= 1M)"},
+       .options = {{"capacity", 0, "N", "keys the first index table holds (default 65536; a hint: it grows)"},
+                   {"arena-bytes", 0, "N", "initial arena for records, sparse (default: 256 per key, >= 1M)"},
+                   {"max-bytes", 0, "N", "the largest the segment may grow to (default: the filesystem's size)"},
+                   {"help-slots", 0, "N", "old-table slots each write moves during a migration (default 1024)"},
                    {"mode", 0, "OCTAL", "permission bits of the segment (default 0600; umask not applied)"},
                    {"seed", 0, "N", "hash seed (default: random)"}},
        .run = cmd_create},
@@ -437,7 +462,9 @@ const std::vector<Command>& commands() {
        .summary = "print the segment's header facts and usage statistics",
        .details = "Prints the header (name, path, layout version, sizes, capacity, hash seed,\n"
                   "mode, creator, creation time) and the statistics: live keys, index slots\n"
-                  "(live, deleted, empty), load factor, arena use, a per-size-class table,\n"
+                  "(live, deleted, empty, frozen), load factor, the table generation, a running\n"
+                  "migration, migrations so far, reclaimed slots, retired tables, index runs,\n"
+                  "arena use, a per-size-class table,\n"
                   "and the writing threads attached (pid, thread id, registry entry, since\n"
                   "when, alive or dead).\n"
                   "Maps the segment read-only.",

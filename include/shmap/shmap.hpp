@@ -12,17 +12,21 @@
 //     read-only.
 //   - Binary-safe keys and values (any bytes, NUL included, empty values).
 //
+//   - No preset size: the index grows (and rebuilds, dropping the slots of
+//     erased keys, and shrinks) online while every process keeps working, and
+//     the arena grows with it, up to Options::max_bytes.
+//
 // LIMITATIONS (see docs/api.md, "Caveats")
 //   - Keys are at most kMaxKeyBytes bytes, values at most kMaxValueBytes bytes.
-//   - The index does not grow yet: an insert reports Status::full_index once the
-//     used slots (live keys plus deleted slots) reach the index limit, and
-//     Status::full_arena when the arena has no room for the record.
-//   - An erased key keeps its slot (re-inserting it reuses the slot); slots of
-//     keys that never come back are reclaimed only by a future index rebuild.
-//     stats() reports how many.
-//   - The arena is at most 32 GiB (records are addressed in 8-byte units by a
-//     32-bit reference).
+//   - The arena (records and index tables) is at most 32 GiB (records are
+//     addressed in 8-byte units by a 32-bit reference), and an index table at
+//     most 2^29 slots: about 400 million keys.
+//   - Status::full_arena when the segment reached max_bytes (or the filesystem
+//     is full) and no block of the record's size is free; Status::full_index
+//     only when a migration cannot start (no room for a new table).
 #pragma once
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
@@ -37,8 +41,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <sys/types.h>
-
 namespace shmap {
 
 inline constexpr std::size_t kMaxKeyBytes = 4095;
@@ -50,19 +52,19 @@ inline constexpr std::size_t kMaxValueBytes = (std::size_t{1} << 20) - 1;
 // Status values, never exceptions.
 // ---------------------------------------------------------------------------
 enum class errc : int {
-  already_exists = 1,    // create(): a segment of that name exists
-  not_found,             // open(): no segment of that name
-  bad_magic,             // not a shmap segment (wrong magic number)
-  version_mismatch,      // another layout version
-  abi_mismatch,          // built for another word size/endianness/struct layout
-  truncated,             // the file is shorter than the header says / than a header
-  corrupt,               // header checksum or geometry invalid, or a bad offset found
-  init_timeout,          // the creator is alive but did not finish initializing in time
-  creator_died,          // the creator died before finishing initialization
-  invalid_argument,      // bad name or options
-  read_only,             // a write through a map opened read-only
-  too_many_processes,    // every process-registry entry belongs to a live process
-  busy,                  // repair needs the map to itself: other processes are attached, or a repair runs
+  already_exists = 1,  // create(): a segment of that name exists
+  not_found,           // open(): no segment of that name
+  bad_magic,           // not a shmap segment (wrong magic number)
+  version_mismatch,    // another layout version
+  abi_mismatch,        // built for another word size/endianness/struct layout
+  truncated,           // the file is shorter than the header says / than a header
+  corrupt,             // header checksum or geometry invalid, or a bad offset found
+  init_timeout,        // the creator is alive but did not finish initializing in time
+  creator_died,        // the creator died before finishing initialization
+  invalid_argument,    // bad name or options
+  read_only,           // a write through a map opened read-only
+  too_many_processes,  // every process-registry entry belongs to a live process
+  busy,                // repair needs the map to itself: other processes are attached, or a repair runs
 };
 // Failed OS calls throw shmap::Error with std::system_category() and errno
 // (compare with std::errc::permission_denied, ...); the message names the call.
@@ -83,17 +85,17 @@ class Error : public std::system_error {
 };
 
 enum class Status : std::uint8_t {
-  ok,               // done: insert inserted, compare_exchange swapped, fetch_add added, get_as read
-  inserted,         // insert_or_assign/fetch_add: the key was absent and is now inserted
-  assigned,         // insert_or_assign: the key existed and its value was replaced
-  exists,           // insert: the key is already present; nothing changed
-  absent,           // the key is not present; nothing changed
-  mismatch,         // compare_exchange: the current value differs from `expected`
-  wrong_size,       // fetch_add/get_as: the stored value is not sizeof(T) bytes
-  full_index,       // no free index slot; nothing changed
-  full_arena,       // no arena room for the record; nothing changed
-  key_too_long,     // key longer than kMaxKeyBytes; nothing changed
-  value_too_long,   // value longer than kMaxValueBytes; nothing changed
+  ok,              // done: insert inserted, compare_exchange swapped, fetch_add added, get_as read
+  inserted,        // insert_or_assign/fetch_add: the key was absent and is now inserted
+  assigned,        // insert_or_assign: the key existed and its value was replaced
+  exists,          // insert: the key is already present; nothing changed
+  absent,          // the key is not present; nothing changed
+  mismatch,        // compare_exchange: the current value differs from `expected`
+  wrong_size,      // fetch_add/get_as: the stored value is not sizeof(T) bytes
+  full_index,      // no free index slot; nothing changed
+  full_arena,      // no arena room for the record; nothing changed
+  key_too_long,    // key longer than kMaxKeyBytes; nothing changed
+  value_too_long,  // value longer than kMaxValueBytes; nothing changed
 };
 
 // A short English name for a status ("full_index", ...), for messages.
@@ -105,15 +107,25 @@ constexpr bool succeeded(Status s) noexcept {
 }
 
 struct Options {
-  // Keys the map must hold (1 to 2^31); the index gets the next power of two
-  // >= max(16, capacity*4/3) slots, and inserts of new keys are refused at 7/8
-  // of them, so `capacity` distinct keys always fit in the index (the arena must
-  // also hold their records: size arena_bytes for your record sizes).
+  // Keys the map is expected to hold (1 to 2^28): a size hint. The first
+  // index table gets the next power of two >= max(16, capacity*4/3) slots, so
+  // `capacity` keys fit without a migration; the index grows past it online,
+  // and never shrinks below it.
   std::uint64_t capacity = 1u << 16;
-  // Bytes reserved for records. 0 derives 256 bytes per key of capacity
-  // (at least 1 MiB, at most 32 GiB). The arena is reserved sparse: tmpfs and
-  // files commit only the pages that are touched.
+  // Bytes of arena for records at creation (besides the first index table).
+  // 0 derives 256 bytes per key of capacity (at least 1 MiB). The arena grows
+  // past it as records need room. The file is sparse: tmpfs and files commit
+  // only the pages that are touched.
   std::uint64_t arena_bytes = 0;
+  // The largest the segment file may grow to, in bytes (rounded up to 2 MiB;
+  // at most the 32 GiB arena plus the header and registry). 0: the size of
+  // the filesystem that holds it. Each process reserves this much address
+  // space (not memory) for its mapping.
+  std::uint64_t max_bytes = 0;
+  // Slots of the old table that one write moves while a migration runs (a
+  // power of two, 16 to 2^20): the extra work a write may do. Larger means
+  // fewer, longer pauses.
+  std::uint32_t help_slots = 1024;
   // Permission bits of a created segment (the umask is not applied).
   mode_t mode = 0600;
   // Hash seed; random when not given.
@@ -133,31 +145,46 @@ struct Options {
 
 // The result of Map::recover().
 struct RecoverReport {
-  std::uint32_t entries = 0;         // registry entries of dead processes recovered
-  std::uint64_t blocks_returned = 0; // blocks they held that went back to the free lists
+  std::uint32_t entries = 0;          // registry entries of dead processes recovered
+  std::uint64_t blocks_returned = 0;  // blocks they held that went back to the free lists
   std::uint64_t bytes_returned = 0;
   std::uint32_t orphans_borrowed = 0;  // released heaps whose lists were moved to the pool
   std::uint32_t damaged = 0;           // dead entries whose intents are damaged: left for repair()
 };
 
 struct SizeClassStats {
-  std::uint32_t block_bytes = 0;   // size of one block of this class
-  std::uint64_t carved = 0;        // blocks ever cut from the arena for this class
-  std::uint64_t in_use = 0;        // blocks holding a record (or being written)
-  std::uint64_t free = 0;          // carved - in_use: blocks on the free list
+  std::uint32_t block_bytes = 0;  // size of one block of this class
+  std::uint64_t carved = 0;       // blocks ever cut from the arena for this class
+  std::uint64_t in_use = 0;       // blocks holding a record (or being written)
+  std::uint64_t free = 0;         // carved - in_use: blocks on the free list
 };
 
 struct Stats {
-  std::uint64_t live_keys = 0;       // live counter maintained by writers
-  std::uint64_t index_slots = 0;     // slots in the index
-  std::uint64_t used_limit = 0;      // used slots at which new keys get full_index (racing
-                                     // inserts can each overshoot it by one slot)
-  std::uint64_t live_slots = 0;      // slots referring to a record (index scan)
-  std::uint64_t deleted_slots = 0;   // slots holding a deleted marker (index scan)
-  std::uint64_t empty_slots = 0;     // never-claimed slots (index scan)
-  double load_factor = 0;            // (live + deleted) / index_slots
-  std::uint64_t arena_bytes = 0;     // arena size
-  std::uint64_t arena_carved = 0;    // bytes cut from the arena so far
+  std::uint64_t live_keys = 0;      // live counter maintained by writers
+  std::uint64_t index_slots = 0;    // slots in the current index table
+  std::uint64_t used_limit = 0;     // claimed slots at which an insert starts a migration
+  std::uint64_t live_slots = 0;     // current table: slots referring to a record (index scan)
+  std::uint64_t deleted_slots = 0;  // current table: slots holding a deleted marker
+  std::uint64_t empty_slots = 0;    // current table: never-claimed slots
+  std::uint64_t frozen_slots = 0;   // current table: slots a running migration has frozen
+  double load_factor = 0;           // (live + deleted + frozen) / index_slots
+  // The index's history and state.
+  std::uint64_t table_generation = 0;       // migrations so far (the current table's number)
+  bool migrating = false;                   // a migration to the next table runs
+  std::uint64_t next_index_slots = 0;       // while migrating: the next table's slots
+  std::uint64_t migration_chunks = 0;       // while migrating: chunks of the current table ...
+  std::uint64_t migration_chunks_done = 0;  // ... and how many are moved
+  std::uint64_t migrations = 0;             // migrations completed (grown + shrunk + same-size rebuilds)
+  std::uint64_t grown = 0;
+  std::uint64_t shrunk = 0;
+  std::uint64_t reclaimed_slots = 0;    // deleted slots dropped by migrations
+  std::uint64_t retired_tables = 0;     // old tables whose memory was returned
+  std::uint64_t index_runs = 0;         // arena runs that hold (or held) index tables
+  std::uint64_t index_run_bytes = 0;    // arena bytes they claim (free runs are punched: no memory)
+  std::uint64_t index_table_bytes = 0;  // ... of which runs holding tables now
+  std::uint64_t arena_bytes = 0;        // the arena's current size (records and index runs)
+  std::uint64_t max_bytes = 0;          // the segment's size cap
+  std::uint64_t arena_carved = 0;       // bytes cut from the arena so far
   std::vector<SizeClassStats> classes;  // only classes with carved > 0
 };
 
@@ -166,14 +193,18 @@ struct FsckReport {
   bool ok = true;                       // no violation found
   std::vector<std::string> violations;  // one line each (capped at 100; `violation_count` has all)
   std::uint64_t violation_count = 0;
-  std::uint64_t live_keys = 0;          // LIVE slots
-  std::uint64_t deleted_slots = 0;      // DELETED slots
-  std::uint64_t reachable_blocks = 0;   // blocks referred to by a slot
+  std::uint64_t live_keys = 0;              // live keys (LIVE slots; while migrating, counted once per key)
+  std::uint64_t deleted_slots = 0;          // DELETED slots (likewise)
+  std::uint64_t migration_chunks = 0;       // while migrating: chunks of the old table ...
+  std::uint64_t migration_chunks_done = 0;  // ... and how many are marked DONE
+  std::uint64_t unretired_tables = 0;       // past tables not yet retired (a live thread announced them)
+  std::uint64_t index_run_bytes = 0;        // arena bytes claimed by the runs that hold (or held) index tables
+  std::uint64_t reachable_blocks = 0;       // blocks referred to by a slot
   std::uint64_t reachable_bytes = 0;
-  std::uint64_t free_blocks = 0;        // blocks on a free list (a thread's heap or the pool)
+  std::uint64_t free_blocks = 0;  // blocks on a free list (a thread's heap or the pool)
   std::uint64_t free_bytes = 0;
-  std::uint64_t held_bytes = 0;         // bytes a live writer's intent holds (in flight)
-  std::uint64_t carved_bytes = 0;       // bytes cut from the arena
+  std::uint64_t held_bytes = 0;    // bytes a live writer's intent holds (in flight)
+  std::uint64_t carved_bytes = 0;  // bytes cut from the arena
   // Carved bytes neither reachable, free nor held: blocks a killed writer
   // held until recover() returns them.
   std::uint64_t leaked_bytes = 0;
@@ -182,24 +213,28 @@ struct FsckReport {
 // A registry entry in use: one per thread that wrote through a writable Map
 // handle (the opening thread claims its entry at open).
 struct ProcessInfo {
-  std::uint32_t entry = 0;             // registry entry index
+  std::uint32_t entry = 0;  // registry entry index
   std::int64_t pid = 0;
-  std::int64_t tid = 0;                // the writing thread (Linux thread id)
-  std::uint32_t start_time_low = 0;    // low 30 bits of its start time (clock ticks since boot)
+  std::int64_t tid = 0;              // the writing thread (Linux thread id)
+  std::uint32_t start_time_low = 0;  // low 30 bits of its start time (clock ticks since boot)
   std::uint64_t attached_unix_ns = 0;
-  bool alive = false;                  // false: killed while attached, not yet recovered
-  bool recovering = false;             // a survivor holds the entry to recover or drain it
+  bool alive = false;       // false: killed while attached, not yet recovered
+  bool recovering = false;  // a survivor holds the entry to recover or drain it
 };
 
-// Static facts of a segment, readable without writing anything.
+// Facts of a segment, readable without writing anything.
 struct Info {
   std::string name;
   std::string path;
   std::uint32_t layout_version = 0;
-  std::uint64_t total_bytes = 0;
-  std::uint64_t capacity = 0;
-  std::uint64_t index_slots = 0;
-  std::uint64_t arena_bytes = 0;
+  std::uint64_t total_bytes = 0;       // the segment's size now (header, registry, arena)
+  std::uint64_t max_bytes = 0;         // the size it may grow to
+  std::uint64_t capacity = 0;          // Options::capacity at creation
+  std::uint64_t index_slots = 0;       // slots in the current index table
+  std::uint64_t min_index_slots = 0;   // the first table's slots: the index never shrinks below
+  std::uint64_t table_generation = 0;  // migrations so far
+  std::uint64_t help_slots = 0;        // Options::help_slots at creation
+  std::uint64_t arena_bytes = 0;       // the arena's current size
   std::uint64_t hash_seed = 0;
   std::uint32_t mode = 0;
   std::int64_t creator_pid = 0;
@@ -267,8 +302,7 @@ class Map {
 
   // Replaces the value with `desired` only if it currently equals `expected`.
   // Lock-free. Returns ok, mismatch, absent, full_arena, key_too_long, value_too_long.
-  [[nodiscard]] Status compare_exchange(std::string_view key, std::string_view expected,
-                                        std::string_view desired);
+  [[nodiscard]] Status compare_exchange(std::string_view key, std::string_view expected, std::string_view desired);
 
   // Adds `delta` to an 8-byte integer value (two's complement wrap-around), an
   // absent key counting as 0. Lock-free and exact under contention. Returns
