@@ -124,6 +124,17 @@ class Arena {
     if (ref != 0 && off >= kArenaFirstOffset && off <= lim && bytes <= lim - off) return true;
     return in_bounds_slow(ref, bytes);
   }
+  // in_bounds for a record of at most kMaxRecordBytes (the read path): one
+  // compare while this process has mapped more than a largest record (the
+  // unsigned differences wrap for ref 0 and offsets below the first record).
+  bool record_in_bounds(std::uint64_t ref, std::uint64_t bytes) const noexcept {
+    // Relaxed: as in in_bounds.
+    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_relaxed);
+    if (lim > kArenaFirstOffset + kMaxRecordBytes && ref * 8 - kArenaFirstOffset <= lim - kArenaFirstOffset - bytes)
+        [[likely]]
+      return true;
+    return in_bounds(ref, bytes);
+  }
   // The same for an arena byte range [offset, offset + bytes).
   bool range_in_bounds(std::uint64_t offset, std::uint64_t bytes) const noexcept {
     return offset % 8 == 0 && in_bounds(offset / 8, bytes);

@@ -10,7 +10,7 @@
 
 namespace shmap::detail {
 
-inline std::uint64_t fold_mul(std::uint64_t a, std::uint64_t b) noexcept {
+[[gnu::always_inline]] inline std::uint64_t fold_mul(std::uint64_t a, std::uint64_t b) noexcept {
   const unsigned __int128 r = static_cast<unsigned __int128>(a) * b;
   return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
 }
@@ -28,7 +28,7 @@ inline std::uint64_t load_tail(const char* p, std::size_t n) noexcept {
   return w;
 }
 
-inline std::uint64_t hash_bytes(std::string_view key, std::uint64_t seed) noexcept {
+[[gnu::always_inline]] inline std::uint64_t hash_bytes(std::string_view key, std::uint64_t seed) noexcept {
   constexpr std::uint64_t k0 = 0x9e3779b97f4a7c15ull;
   constexpr std::uint64_t k1 = 0xd6e8feb86659fd93ull;
   constexpr std::uint64_t k2 = 0xa0761d6478bd642full;

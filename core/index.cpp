@@ -15,41 +15,23 @@ RunGeom Tables::geom(std::uint32_t k) const {
   return g;
 }
 
-char* Tables::run_base(std::uint32_t run) const {
-  // Relaxed (both): process-local cache of immutable values (see the member comment).
-  if (const std::uint64_t b = std::atomic_ref<std::uint64_t>(base_[run]).load(std::memory_order_relaxed))
-    return reinterpret_cast<char*>(b);
-  const RunGeom g = geom(run);
-  if (!g.is_set()) return nullptr;
-  char* base = arena_->at(g.start());
-  std::atomic_ref<std::uint64_t>(pages_[run]).store(g.pages(), std::memory_order_relaxed);
-  std::atomic_ref<std::uint64_t>(base_[run]).store(reinterpret_cast<std::uint64_t>(base), std::memory_order_relaxed);
-  return base;
-}
-
-Index Tables::make(std::uint32_t run, std::uint32_t log2, std::uint64_t gen, char* base) const {
-  Index ix;
-  ix.head = reinterpret_cast<TableHeader*>(base);
-  ix.slots = reinterpret_cast<std::uint64_t*>(base + kTableHeaderBytes);
-  ix.log2 = log2;
-  ix.chunk_log2 = mapping_->fixed.chunk_log2;
-  ix.mask = (std::uint64_t{1} << log2) - 1;
-  ix.chunk_words = ix.slots + ix.size();
-  ix.gen = gen;
-  ix.run = run;
-  return ix;
-}
-
-Index Tables::table(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const {
-  char* base = run < kRuns ? run_base(run) : nullptr;
-  // Relaxed: cached with the base above.
-  const std::uint64_t pages = base ? std::atomic_ref<std::uint64_t>(pages_[run]).load(std::memory_order_relaxed) : 0;
-  if (base == nullptr || log2 < kMinTableLog2 || log2 > kMaxTableLog2 ||
-      table_pages(log2, mapping_->fixed.chunk_log2) > pages)
+Index Tables::table_slow(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const {
+  const RunGeom g = run < kRuns ? geom(run) : RunGeom{};
+  std::uint32_t fits = 0;  // the largest table the run holds
+  while (g.is_set() && fits < kMaxTableLog2 && table_pages(fits + 1, chunk_log2_) <= g.pages()) ++fits;
+  if (!g.is_set() || log2 < kMinTableLog2 || log2 > fits)
     throw_error(errc::corrupt, mapping_->name,
                 "the index directory names table " + std::to_string(gen) + " in run " + std::to_string(run) +
                     " with 2^" + std::to_string(log2) + " slots, which that run cannot hold");
+  char* base = arena_->at(g.start());
+  // Relaxed: see fast_.
+  std::atomic_ref<std::uint64_t>(fast_[run])
+      .store(reinterpret_cast<std::uint64_t>(base) | log2, std::memory_order_relaxed);
   return make(run, log2, gen, base);
+}
+
+bool Tables::still_hold(TablesWord t) const {
+  return still_holds(cur(t)) && (!t.migrating() || still_holds(next(t)));
 }
 
 std::optional<Index> Tables::find_gen(std::uint64_t gen) const {

@@ -18,13 +18,20 @@
 //
 // READERS VALIDATE, WRITERS ANNOUNCE. A retired table's run is returned to
 // the system (hole punch) and later reused for another table, so a reader
-// that loaded a table pointer might read garbage from it: readers take
-// retire_seq before and after (an acquire pair around their reads), and a
-// retirement increments it before it releases the memory, so a changed
-// value sends the reader back to the start. Writers CAS into tables, which a
-// stale pointer must never do: a writer announces the generation it works in
-// (RegistryEntry::op_gen, seq_cst, re-checked against the directory) and a
-// table is retired only when no live thread announces it (migrate.cpp).
+// that loaded a table pointer might read zeros or another table from it.
+// A reader re-reads the directory word after its reads (valid_since): if it
+// is unchanged, no promotion happened, and only a table behind a promotion
+// is ever retired; if it changed, the reader checks that each table it read
+// still has its run in the state TABLE(generation), which retirement changes
+// (RETIRING) before it releases a byte. Either way a changed answer sends
+// the reader back to the start. (The hole punch is a system call: the
+// retirer's state store is globally visible before the kernel unmaps the
+// pages, and the reader's acquire loads stay in program order, so a reader
+// whose reads saw released pages sees the new state.) Writers CAS into
+// tables, which a stale pointer must never do: a writer announces the
+// generation it works in (RegistryEntry::op_gen, seq_cst, re-checked against
+// the directory) and a table is retired only when no live thread announces
+// it (migrate.cpp).
 #pragma once
 
 #include <array>
@@ -49,11 +56,12 @@ struct Index {
   std::uint32_t run = 0;
   std::uint32_t log2 = 0;
   std::uint32_t chunk_log2 = 0;
+  std::uint32_t shift = 0;  // 64 - log2
   std::uint64_t mask = 0;
 
   bool valid() const { return slots != nullptr; }
   std::uint64_t size() const { return mask + 1; }
-  std::uint64_t home(std::uint64_t hash) const { return hash >> (64 - log2); }
+  std::uint64_t home(std::uint64_t hash) const { return hash >> shift; }
   std::uint64_t next(std::uint64_t pos) const { return (pos + 1) & mask; }
   std::uint64_t chunks() const { return table_chunks(log2, chunk_log2); }
   std::uint64_t chunk_slots() const { return std::min<std::uint64_t>(size(), std::uint64_t{1} << chunk_log2); }
@@ -95,7 +103,7 @@ struct KeyHash {
   std::uint64_t hash;
   std::uint32_t fp;
 };
-inline KeyHash key_hash(std::string_view key, std::uint64_t seed) {
+[[gnu::always_inline]] inline KeyHash key_hash(std::string_view key, std::uint64_t seed) {
   const std::uint64_t h = hash_bytes(key, seed);
   return {h, static_cast<std::uint32_t>(h & SlotWord::kFpMask)};
 }
@@ -105,7 +113,8 @@ inline KeyHash key_hash(std::string_view key, std::uint64_t seed) {
 class Tables {
  public:
   Tables() = default;
-  Tables(Mapping* mapping, Arena* arena) : mapping_(mapping), arena_(arena), header_(mapping->header()) {}
+  Tables(Mapping* mapping, Arena* arena)
+      : mapping_(mapping), arena_(arena), header_(mapping->header()), chunk_log2_(mapping->fixed.chunk_log2) {}
   Tables(const Tables&) = delete;
   Tables& operator=(const Tables&) = delete;
 
@@ -115,18 +124,38 @@ class Tables {
     // and state written before it are visible.
     return TablesWord{atom(header_->tables).load(order)};
   }
-  std::uint64_t retire_seq() const {
-    // Acquire: a reader's first and last load around its reads of a table
-    // (index.hpp file comment); pairs with the retirer's seq_cst increment,
-    // made before the retired table's memory is released.
-    return atom(header_->retire_seq).load(std::memory_order_acquire);
+  // True if table `ix` has not been retired since it was found: its run
+  // still holds it (index.hpp file comment).
+  bool still_holds(const Index& ix) const {
+    return run_state(ix.run) == RunState::make(RunState::table, ix.gen, ix.log2);
   }
+  // After reads of the tables that directory word `t` names: true if none of
+  // them can have been retired meanwhile (the file comment).
+  [[gnu::always_inline]] bool valid_since(TablesWord t) const {
+    // Acquire: the re-read after the reads (they are acquire loads too, so
+    // they stay before it); a promotion that precedes a retirement is seen.
+    const TablesWord now = load();
+    if (now == t) [[likely]]
+      return true;
+    return still_hold(t);
+  }
+  // valid_since once the directory changed: the tables of `t` still held.
+  bool still_hold(TablesWord t) const;
 
   // The current table of `t`, and (while migrating) the next one. Throws
   // Error(corrupt) if the word names a run that cannot hold the table.
   Index cur(TablesWord t) const { return table(t.cur_run(), t.cur_log2(), t.gen()); }
   Index next(TablesWord t) const { return table(t.next_run(), t.next_log2(), t.gen() + 1); }
-  Index table(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const;
+  [[gnu::always_inline]] Index table(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const {
+    // The fast path of every operation: a run this process has validated.
+    // Relaxed: process-local cache of immutable values (see fast_).
+    // A hit needs the run and the size it was validated for (a run holds one
+    // table size at a time in practice; a miss just validates again).
+    const std::uint64_t f = std::atomic_ref<std::uint64_t>(fast_[run & (kRuns - 1)]).load(std::memory_order_relaxed);
+    if ((f & 63u) == log2) [[likely]]
+      return make(run, log2, gen, reinterpret_cast<char*>(f & ~std::uint64_t{kPageBytes - 1}));
+    return table_slow(run, log2, gen);
+  }
   // Table `gen` if a run still holds it (TABLE state): tables that are not
   // current any more but not yet retired. Empty if it was retired.
   std::optional<Index> find_gen(std::uint64_t gen) const;
@@ -147,13 +176,26 @@ class Tables {
   Mapping* mapping_ = nullptr;
   Arena* arena_ = nullptr;
   SegmentHeader* header_ = nullptr;
-  // Per run: its base address in this process (0 until first use) and its
-  // validated geometry. Immutable once set (a run's geometry never changes),
-  // so racing fillers store the same values.
-  mutable std::array<std::uint64_t, kRuns> base_{};
-  mutable std::array<std::uint64_t, kRuns> pages_{};
-  Index make(std::uint32_t run, std::uint32_t log2, std::uint64_t gen, char* base) const;
-  char* run_base(std::uint32_t run) const;
+  std::uint32_t chunk_log2_ = 0;
+  // Per run, once validated for a table of 2^log2 slots: its base address in
+  // this process (page aligned) with log2 in the low 6 bits; 0 until first
+  // use (log2 is at least 4, so 0 never hits). Immutable once set (a run's geometry never
+  // changes), so racing fillers store the same value.
+  mutable std::array<std::uint64_t, kRuns> fast_{};
+  Index make(std::uint32_t run, std::uint32_t log2, std::uint64_t gen, char* base) const {
+    Index ix;
+    ix.head = reinterpret_cast<TableHeader*>(base);
+    ix.slots = reinterpret_cast<std::uint64_t*>(base + kTableHeaderBytes);
+    ix.log2 = log2;
+    ix.shift = 64 - log2;
+    ix.chunk_log2 = chunk_log2_;
+    ix.mask = (std::uint64_t{1} << log2) - 1;
+    ix.chunk_words = ix.slots + ix.size();
+    ix.gen = gen;
+    ix.run = run;
+    return ix;
+  }
+  Index table_slow(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const;
 };
 
 }  // namespace shmap::detail

@@ -481,9 +481,8 @@ struct SegmentHeader {
   std::uint64_t maintenance;
   // The index directory: read by every operation, written once per migration.
   alignas(kCacheLine) std::uint64_t tables;  // TablesWord
-  std::uint64_t retire_seq;   // incremented before a retired table's memory is released (readers validate)
-  std::uint64_t arena_bytes;  // the arena's current size (grows; the file covers it)
-  std::uint64_t pad1[5];
+  std::uint64_t arena_bytes;                 // the arena's current size (grows; the file covers it)
+  std::uint64_t pad1[6];
   RunSlot runs[kRuns];
   IndexCounters counters;
   CacheLineCounter arena_top;     // next unused arena offset (bytes from arena base)

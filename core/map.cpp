@@ -429,13 +429,12 @@ void Map::for_each(const std::function<void(std::string_view, std::string_view)>
   std::string value;
   // Keys are visited in hash order, one batch of hashes [lo, hi) at a time:
   // a batch is complete for every table of the view it was read under
-  // (collect), and checked against retirement (retire_seq) before any of it
+  // (collect), and checked against retirement (valid_since) before any of it
   // is visited, so a migration or a retirement between batches costs
   // nothing and no key is seen twice; each key's value comes from find.
   std::uint64_t lo = 0;
   for (;;) {
     batch.clear();
-    const std::uint64_t s1 = m.tables.retire_seq();
     const TablesWord t = m.tables.load();
     std::uint64_t hi = ~std::uint64_t{0};
     bool to_end = true;
@@ -452,7 +451,7 @@ void Map::for_each(const std::function<void(std::string_view, std::string_view)>
     const bool ok = take(m.tables.cur(t), !t.migrating()) && (!t.migrating() || take(m.tables.next(t), true));
     if (!ok && m.tables.load() == t)
       detail::throw_error(errc::corrupt, m.mapping.name, "a table has frozen slots but the directory migrates none");
-    if (!ok || m.tables.retire_seq() != s1) continue;  // the view moved on: read the batch again
+    if (!ok || !m.tables.valid_since(t)) continue;  // the view moved on: read the batch again
     if (to_end) hi = ~std::uint64_t{0};
     std::sort(batch.begin(), batch.end());
     batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
@@ -469,10 +468,8 @@ Stats Map::stats() const {
   const Impl& m = *impl_;
   Stats s;
   s.live_keys = size();
-  std::uint64_t s1;
   TablesWord t;
   for (;;) {
-    s1 = m.tables.retire_seq();
     t = m.tables.load();
     const Index cur = m.tables.cur(t);
     s.index_slots = cur.size();
@@ -501,7 +498,7 @@ Stats Map::stats() const {
         // Relaxed: a statistic.
         if (atom(cur.chunk_words[i]).load(std::memory_order_relaxed) != 0) ++s.migration_chunks_done;
     }
-    if (m.tables.retire_seq() == s1) break;
+    if (m.tables.valid_since(t)) break;
   }
   s.load_factor = double(s.live_slots + s.deleted_slots + s.frozen_slots) / double(s.index_slots);
   const detail::IndexCounters& k = m.header->counters;

@@ -156,7 +156,7 @@ struct Map::Impl {
   void stale_round(SlotWord before, SlotWord after, int& rounds) const {
     if (before != after) {
       rounds = 0;
-    } else if (++rounds > kMaxStaleRounds) {
+    } else if (++rounds > kMaxStaleRounds) [[unlikely]] {
       arena.corrupt("slot word refers to a record whose generation never matches", before.ref());
     }
   }
@@ -176,11 +176,12 @@ struct Map::Impl {
   //            slot for it (the move has not happened yet)
   enum class Probed { found, deleted, none, forward, moving };
 
+  // The probe of one table, frozen slots included.
   template <class Sink>
   Probed probe(const Index& ix, std::string_view key, const KeyHash& kh, Sink&& sink) const {
     bool uncertain = false;
     for (Probe p(ix, kh.hash); p.more(); p.advance()) {
-      SlotWord previous{};
+      SlotWord stale{};
       int rounds = 0;
       for (;;) {
         const SlotWord w = ix.load(p.pos);  // Site R0 (index.hpp).
@@ -197,8 +198,6 @@ struct Map::Impl {
           if (seen == Seen::stale) uncertain = true;  // moved and recycled: maybe the key's
           break;
         }
-        stale_round(previous, w, rounds);
-        previous = w;
         if (!w.has_record() || w.fp() != kh.fp) break;
         const bool live = w.is_live();
         const Seen seen = detail::read_record(arena, w, key, [&](const std::uint64_t* v, std::uint32_t len) {
@@ -207,13 +206,47 @@ struct Map::Impl {
         // K's slot is unique: a DELETED slot naming K means K is absent.
         if (seen == Seen::match) return live ? Probed::found : Probed::deleted;
         if (seen == Seen::other_key) break;
+        stale_round(stale, w, rounds);  // recycled: the slot word changed (or it is damage)
+        stale = w;
       }
     }
     return uncertain ? Probed::forward : Probed::none;
   }
 
+  // The common case of probe, on plain values: a table that no migration
+  // touches. It gives up (forward) at the first frozen slot; the caller then
+  // runs the general probe. Kept small so that get stays at the cost of its
+  // cache misses.
+  template <class Sink>
+  Probed probe_stable(const std::uint64_t* slots, std::uint64_t mask, std::uint64_t pos, std::string_view key,
+                      std::uint32_t fp, Sink& sink) const {
+    SlotWord stale{};
+    int rounds = 0;
+    for (std::uint64_t n = 0;;) {
+      // Site R0, acquire (see Index::load).
+      const SlotWord w{atom(const_cast<std::uint64_t&>(slots[pos])).load(std::memory_order_acquire)};
+      if (w.is_empty()) return Probed::none;
+      if (w.is_frozen()) [[unlikely]]
+        return Probed::forward;
+      if (w.has_record() && w.fp() == fp) {
+        const bool live = w.is_live();
+        const Seen seen = detail::read_record(arena, w, key, [&](const std::uint64_t* v, std::uint32_t len) {
+          if (live) sink(v, len);
+        });
+        if (seen == Seen::match) return live ? Probed::found : Probed::deleted;
+        if (seen == Seen::stale) [[unlikely]] {
+          stale_round(stale, w, rounds);  // recycled: re-read this slot
+          stale = w;
+          continue;
+        }
+      }
+      if (++n > mask) return Probed::none;
+      pos = (pos + 1) & mask;
+    }
+  }
+
   // The table after `gen`, from the directory as it is now; nothing if it was
-  // retired meanwhile (the caller's retire_seq check then fails).
+  // retired meanwhile (the caller then starts again).
   std::optional<Index> next_table(std::uint64_t gen) const;
 
   // Finds `key`; on a match the sink gets the validated value (possibly more
@@ -223,27 +256,45 @@ struct Map::Impl {
   bool find(std::string_view key, Sink&& sink) const {
     if (key.size() > kMaxKeyBytes) return false;
     const KeyHash kh = hash_of(key);
+    const TablesWord t = tables.load();
+    if (!t.migrating()) [[likely]] {
+      const Index ix = tables.cur(t);
+      const Probed r = probe_stable(ix.slots, ix.mask, ix.home(kh.hash), key, kh.fp, sink);
+      if (r != Probed::forward && tables.valid_since(t)) [[likely]]
+        return r == Probed::found;
+    }
+    return find_slow(key, kh, sink);
+  }
+
+  // find, in general: across a migration, and again after a retirement.
+  template <class Sink>
+  [[gnu::noinline]] bool find_slow(std::string_view key, const KeyHash& kh, Sink& sink) const {
     for (;;) {
-      const std::uint64_t s1 = tables.retire_seq();
       const TablesWord t = tables.load();
       const Index ix = tables.cur(t);
-      Probed r = probe(ix, key, kh, sink);
-      bool found = r == Probed::found;
+      const Probed r = probe(ix, key, kh, sink);
+      int found = r == Probed::found;
       if (r == Probed::forward || r == Probed::moving) found = find_on(ix.gen, r == Probed::moving, key, kh, sink);
-      if (tables.retire_seq() == s1) return found;
+      if (found != kRetry && tables.valid_since(t)) return found != 0;
     }
   }
 
+  static constexpr int kRetry = 2;
   // The slow part of find: tables after `gen` (the key is moving, or may be).
+  // 1 found, 0 absent, kRetry if a table it read was retired meanwhile. Out
+  // of line: the fast path keeps its registers.
   template <class Sink>
-  bool find_on(std::uint64_t gen, bool moving, std::string_view key, const KeyHash& kh, Sink&& sink) const {
+  int find_on(std::uint64_t gen, bool moving, std::string_view key, const KeyHash& kh, Sink&& sink) const {
     for (;;) {
       const std::optional<Index> nx = next_table(gen);
-      if (!nx) return false;
+      if (!nx) return kRetry;
       const Probed r = probe(*nx, key, kh, sink);
-      if (r == Probed::found) return true;
-      if (r == Probed::deleted) return false;
-      if (r == Probed::none) return moving;
+      // Its run's state was set before the first slot that sent us here was
+      // frozen (help), so a change means retirement.
+      if (!tables.still_holds(*nx)) return kRetry;
+      if (r == Probed::found) return 1;
+      if (r == Probed::deleted) return 0;
+      if (r == Probed::none) return moving ? 1 : 0;
       moving = moving || r == Probed::moving;
       gen = nx->gen;
     }

@@ -44,9 +44,9 @@
 // Nothing waits for a counter a dead helper would have moved.
 //
 // RETIREMENT. Table g is retired once no live thread announces g or g - 1
-// (index.hpp): its run's state is CASed TABLE(g) -> RETIRING(g) (M5),
-// retire_seq is incremented (M6: readers that read the table meanwhile
-// retry), its pages are punched out of the file (memory back to the system),
+// (index.hpp): its run's state is CASed TABLE(g) -> RETIRING(g) (M5: a
+// reader that read the table meanwhile sees the state changed and starts
+// again), its pages are punched out of the file (memory back to the system),
 // and the state becomes FREE (M7), ready for a later table. Every step
 // after M5 is redone by whoever finds the run RETIRING. A dead announcer
 // does not pin a table: its entry is recovered first (its slot intent may
@@ -441,7 +441,7 @@ void zero_run(detail::Arena& arena, std::uint64_t offset, std::uint64_t bytes) {
   if (to <= from || mp.punch(from, to - from) != 0) from = to = file_off;
   SHMAP_FAULT("retire: pages returned");
   // The unpunched edges (or everything): write zeros. Relaxed stores: a
-  // stale reader may read here (it validates with retire_seq and retries).
+  // stale reader may read here (it validates and retries, index.hpp).
   auto clear = [&](std::uint64_t a, std::uint64_t b) {
     auto* w = reinterpret_cast<std::uint64_t*>(arena.at(a - mp.fixed.arena_offset));
     for (std::uint64_t i = 0; i < (b - a) / 8; ++i)
@@ -458,8 +458,11 @@ void Map::Impl::retire_run(std::uint32_t k, RunState s) {
   if (!g.is_set()) arena.corrupt("a retired table's run has no geometry", k);
   if (s.kind() == RunState::table) {
     std::uint64_t expected = s.raw;
-    // Site M5, seq_cst: after the pin check (try_retire); a stale announcer
-    // that re-reads the directory after this has moved on.
+    // Site M5, seq_cst: after the pin check (try_retire); before any byte of
+    // the run is released, so a reader whose reads saw released (zero) pages
+    // sees the new state when it validates (index.hpp: its acquire loads stay
+    // in program order, and this store is globally visible before the
+    // punch's page-table changes).
     if (!atom(tables.run(k).state)
              .compare_exchange_strong(expected, RunState::make(RunState::retiring, s.gen(), s.log2()).raw,
                                       std::memory_order_seq_cst))
@@ -467,12 +470,6 @@ void Map::Impl::retire_run(std::uint32_t k, RunState s) {
     SHMAP_FAULT("retire: run retiring");
     s = RunState::make(RunState::retiring, s.gen(), s.log2());
   }
-  // Site M6, seq_cst: before the memory is released, so a reader whose reads
-  // saw the released (zero) pages sees the new value when it re-reads
-  // retire_seq (its acquire load follows its reads in program order, and the
-  // increment is globally visible before the punch's page-table changes).
-  atom(header->retire_seq).fetch_add(1, std::memory_order_seq_cst);
-  SHMAP_FAULT("retire: readers told");
   zero_run(arena, g.start(), g.bytes());
   std::uint64_t expected = s.raw;
   // Site M7, release: the zeroed run happens before the next table's use of

@@ -29,14 +29,14 @@
 
 namespace shmap::detail {
 
-inline std::uint64_t load_word(const std::uint64_t* w) {
+[[gnu::always_inline]] inline std::uint64_t load_word(const std::uint64_t* w) {
   // Relaxed: every caller validates with a generation re-read (R3/R3b) or
   // owns the block.
   return atom(const_cast<std::uint64_t&>(*w)).load(std::memory_order_relaxed);
 }
 
 // Copies `len` bytes of record words into dst (relaxed loads: validated by the caller).
-inline void copy_words(char* dst, const std::uint64_t* v, std::size_t len) {
+[[gnu::always_inline]] inline void copy_words(char* dst, const std::uint64_t* v, std::size_t len) {
   const std::size_t full = len / 8;
   for (std::size_t i = 0; i < full; ++i) {
     const std::uint64_t w = load_word(v + i);
@@ -51,7 +51,7 @@ inline void copy_words(char* dst, const std::uint64_t* v, std::size_t len) {
 // True if the `len` bytes of record words equal `bytes` (relaxed loads:
 // validated by the caller). Tail words are zero padded, so comparing whole
 // words is exact.
-inline bool equal_words(const std::uint64_t* v, std::size_t len, std::string_view bytes) {
+[[gnu::always_inline]] inline bool equal_words(const std::uint64_t* v, std::size_t len, std::string_view bytes) {
   if (len != bytes.size()) return false;
   const std::size_t full = len / 8;
   for (std::size_t i = 0; i < full; ++i)
@@ -75,7 +75,7 @@ inline void write_words(std::uint64_t* dst, std::string_view bytes) {
 }
 
 // The value words of a record with a key of `klen` bytes.
-inline const std::uint64_t* value_words(const std::uint64_t* r, std::uint32_t klen) {
+[[gnu::always_inline]] inline const std::uint64_t* value_words(const std::uint64_t* r, std::uint32_t klen) {
   return r + 1 + RecordHeader::pad8(klen) / 8;
 }
 
@@ -88,9 +88,9 @@ enum class Seen { match, other_key, stale };
 // `validated` receives the header the copy was validated against. Throws
 // Error(corrupt) if the slot word or the record points outside the arena.
 template <class Sink>
-Seen read_record(const Arena& arena, SlotWord w, std::string_view key, Sink&& sink,
-                 std::uint64_t* validated = nullptr) {
-  if (!arena.in_bounds(w.ref(), 8)) arena.corrupt("slot word refers outside the arena", w.ref());
+[[gnu::always_inline]] inline Seen read_record(const Arena& arena, SlotWord w, std::string_view key, Sink&& sink,
+                                               std::uint64_t* validated = nullptr) {
+  if (!arena.record_in_bounds(w.ref(), 8)) arena.corrupt("slot word refers outside the arena", w.ref());
   std::uint64_t* r = arena.block(w.ref());
   // Site R1, acquire: the first read of the seqlock; keeps the key/value
   // loads below after it. (The record's contents were made visible by the
@@ -98,7 +98,7 @@ Seen read_record(const Arena& arena, SlotWord w, std::string_view key, Sink&& si
   const RecordHeader h1{atom(r[0]).load(std::memory_order_acquire)};
   if (!h1.is_allocated() || !w.matches_gen(h1.gen())) return Seen::stale;
   if (h1.key_len() != key.size()) return Seen::other_key;  // h1 is one atomic read: no validation needed
-  if (!arena.in_bounds(w.ref(), h1.record_bytes())) arena.corrupt("record overruns the arena", w.ref());
+  if (!arena.record_in_bounds(w.ref(), h1.record_bytes())) arena.corrupt("record overruns the arena", w.ref());
   const bool equal = equal_words(r + 1, key.size(), key);
   if (equal) sink(value_words(r, h1.key_len()), h1.value_len());
   // Site R3, acquire fence, then re-read the generation: pairs with the
