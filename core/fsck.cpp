@@ -210,6 +210,9 @@ class Checker {
       }
       std::uint64_t* r = m_.arena.block(rec.ref());
       const RecordHeader h{load(r[0])};
+      // A frozen slot whose record was recycled: the key was moved to the
+      // next table and replaced or erased there (the frozen word stays).
+      if (w.is_frozen() && (!h.is_allocated() || !rec.matches_gen(h.gen()))) continue;
       if (!h.is_allocated()) {
         violation(where + ": record is free (odd generation)");
         continue;

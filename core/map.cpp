@@ -297,7 +297,9 @@ bool Map::erase(std::string_view key) {
         if (!pending.ref) (void)pending.make(key, {});
         return Impl::Found::erase;
       });
-  return s == Status::ok;
+  if (s != Status::ok) return false;
+  impl_->after_erase(pending.e);
+  return true;
 }
 
 Status Map::compare_exchange(std::string_view key, std::string_view expected, std::string_view desired) {
@@ -503,7 +505,7 @@ Stats Map::stats() const {
   s.load_factor = double(s.live_slots + s.deleted_slots + s.frozen_slots) / double(s.index_slots);
   const detail::IndexCounters& k = m.header->counters;
   // Relaxed (all): statistics.
-  s.migrations = atom(const_cast<std::uint64_t&>(k.migrations)).load(std::memory_order_relaxed);
+  s.migrations = t.gen();
   s.grown = atom(const_cast<std::uint64_t&>(k.grown)).load(std::memory_order_relaxed);
   s.shrunk = atom(const_cast<std::uint64_t&>(k.shrunk)).load(std::memory_order_relaxed);
   s.reclaimed_slots = atom(const_cast<std::uint64_t&>(k.dropped)).load(std::memory_order_relaxed);

@@ -541,6 +541,10 @@ struct Map::Impl {
   // Finishes any migration and retires every past table it can (repair,
   // recover, close).
   void settle_index(std::uint32_t e);
+  // After a successful erase: every 256th erase of a thread checks whether
+  // the live keys fell below 1/16 of the current table (and it is larger
+  // than the first), and if so starts a migration to a smaller one.
+  void after_erase(std::uint32_t e);
 };
 
 }  // namespace shmap

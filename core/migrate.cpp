@@ -91,6 +91,7 @@ void Map::Impl::Announce::announce(TablesWord t) {
     // then reads our word). Either we see the newer directory, or the retirer
     // sees our announcement and leaves the tables we may touch alone.
     atom(m_.registry[e_].op_gen).store(t.gen() + 1, std::memory_order_seq_cst);
+    SHMAP_FAULT("announce: stored, directory not yet re-read");
     const TablesWord again = m_.tables.load(std::memory_order_seq_cst);
     if (again.gen() == t.gen()) {
       if (first_ == 0 && announced_ == 0) first_ = t.gen() + 1;
@@ -413,7 +414,6 @@ void Map::Impl::help(std::uint32_t e, TablesWord t, const Index& from, const Ind
   SHMAP_FAULT("migrate: promoted");
   detail::IndexCounters& k = header->counters;
   // Relaxed (all): statistics.
-  atom(k.migrations).fetch_add(1, std::memory_order_relaxed);
   if (to.log2 > from.log2) atom(k.grown).fetch_add(1, std::memory_order_relaxed);
   if (to.log2 < from.log2) atom(k.shrunk).fetch_add(1, std::memory_order_relaxed);
   atom(k.dropped).fetch_add(atom(from.head->dropped).load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -513,6 +513,19 @@ void Map::Impl::try_retire(std::uint32_t self) {
     }
     if (!pinned) retire_run(k, s);
   }
+}
+
+void Map::Impl::after_erase(std::uint32_t e) {
+  thread_local std::uint32_t erases = 0;
+  if (++erases % 256 != 0) return;
+  // Relaxed: a trigger only; start_migration decides on an announced view.
+  const TablesWord t = tables.load(std::memory_order_relaxed);
+  if (t.migrating() || t.cur_log2() <= mapping.fixed.min_log2) return;
+  const std::int64_t live = live_keys();
+  if (live > 0 && (std::uint64_t(live) << 4) >= (std::uint64_t{1} << t.cur_log2())) return;
+  Announce op(*this, e);
+  const TablesWord v = op.view();
+  if (!v.migrating()) (void)start_migration(e, v, tables.cur(v));
 }
 
 void Map::Impl::settle_index(std::uint32_t e) {

@@ -26,7 +26,8 @@ shmap_add_catch_suite(shmap_unit_tests unit 120
   ${CMAKE_CURRENT_LIST_DIR}/test_ops.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_corrupt.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_model.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/test_fsck.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/test_fsck.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_migrate.cpp)
 # The same library with fault points compiled in (core/fault.hpp), for the
 # kill-at-every-step test; never installed.
 list(TRANSFORM SHMAP_SOURCES PREPEND ${PROJECT_SOURCE_DIR}/ OUTPUT_VARIABLE shmap_fault_sources)
