@@ -47,7 +47,9 @@ void run_threads(int n, F&& body) {
     if (e) std::rethrow_exception(e);
 }
 
-std::string key_of(int k) { return "key-" + std::to_string(k); }
+std::string key_of(int k) {
+  return "key-" + std::to_string(k);
+}
 
 }  // namespace
 
@@ -222,8 +224,7 @@ TEST_CASE("contended fetch_add on a few keys sums exactly and hands out every pr
   SegmentGuard g;
   Map m = Map::create(g.name(), small_options());
   // prev[t][k]: previous values thread t saw on key k; inserted[t][k]: its inserts.
-  std::vector<std::vector<std::vector<std::int64_t>>> prev(
-      kThreads, std::vector<std::vector<std::int64_t>>(kKeys));
+  std::vector<std::vector<std::vector<std::int64_t>>> prev(kThreads, std::vector<std::vector<std::int64_t>>(kKeys));
   std::vector<std::vector<int>> inserted(kThreads, std::vector<int>(kKeys, 0));
   std::vector<int> unexpected(kThreads, 0);
   run_threads(kThreads, [&](int t) {
@@ -557,8 +558,8 @@ TEST_CASE("for_each sees every key that stays present exactly once and no key tw
         const int k = int(rng() % kChurnKeys);
         const std::string key = "churn-" + std::to_string(k);
         if (rng() % 2)
-          (void)m.insert_or_assign(key, encode_tagged({std::uint32_t(k), std::uint32_t(t), std::uint64_t(i)},
-                                                      rng() % 300));
+          (void)m.insert_or_assign(key,
+                                   encode_tagged({std::uint32_t(k), std::uint32_t(t), std::uint64_t(i)}, rng() % 300));
         else
           m.erase(key);
       }
@@ -665,4 +666,139 @@ TEST_CASE("threads with their own handles on one name see each other's writes") 
     CHECK(failed[std::size_t(t)] == 0);
     CHECK(missing[std::size_t(t)] == 0);
   }
+}
+
+// ------------------------------------------------------------------ threads during migrations
+
+TEST_CASE("eight threads inserting disjoint keys into a map that starts at 16 slots all land, each with its value") {
+  const int per_thread = 20000 / kSlowdown;
+  SegmentGuard g;
+  shmap::Options o = small_options(12);
+  o.help_slots = 64;
+  Map m = Map::create(g.name(), o);
+  std::vector<int> failures(kThreads, 0);
+  run_threads(kThreads, [&](int t) {
+    for (int i = 0; i < per_thread; ++i)
+      if (m.insert("t" + std::to_string(t) + "-" + std::to_string(i),
+                   pattern_value(std::uint64_t(t) * per_thread + i, 16)) != Status::ok)
+        ++failures[std::size_t(t)];
+  });
+  for (int t = 0; t < kThreads; ++t) CHECK(failures[std::size_t(t)] == 0);
+  CHECK(m.size() == std::uint64_t(kThreads) * per_thread);
+  CHECK(m.stats().grown >= 8);
+  check_disjoint_writes(
+      m, kThreads, per_thread, [](int t, int i) { return "t" + std::to_string(t) + "-" + std::to_string(i); },
+      [&](int t, int i) { return pattern_value(std::uint64_t(t) * per_thread + i, 16); });
+  check_quiescent(m);
+}
+
+TEST_CASE(
+    "reader threads never miss a key present throughout while writer threads grow, rebuild and shrink the index") {
+  constexpr int kStable = 500;
+  const int rounds = 30000 / kSlowdown;
+  SegmentGuard g;
+  shmap::Options o = small_options(12);
+  o.help_slots = 16;  // migrations span many writes: readers meet them half done
+  Map m = Map::create(g.name(), o);
+  for (int k = 0; k < kStable; ++k) REQUIRE(m.insert("stable" + std::to_string(k), pattern_value(k, 12)) == Status::ok);
+  std::atomic<int> writers_done{0};
+  std::vector<std::uint64_t> misses(kThreads, 0), reads(kThreads, 0);
+  std::vector<int> write_failures(kThreads, 0);
+  run_threads(kThreads, [&](int t) {
+    if (t < kThreads / 2) {
+      // A writer: grows its own keys to 2000, then churns them (insert new,
+      // erase old), then erases them all, so the index grows, rebuilds and
+      // shrinks under the readers.
+      const std::string p = "w" + std::to_string(t) + "-";
+      for (int i = 0; i < rounds; ++i) {
+        if (m.insert(p + std::to_string(i), "x") != Status::ok) ++write_failures[std::size_t(t)];
+        if (i >= 2000 && !m.erase(p + std::to_string(i - 2000))) ++write_failures[std::size_t(t)];
+      }
+      for (int i = std::max(0, rounds - 2000); i < rounds; ++i)
+        if (!m.erase(p + std::to_string(i))) ++write_failures[std::size_t(t)];
+      writers_done.fetch_add(1);
+    } else {
+      std::string v;
+      while (writers_done.load() < kThreads / 2) {
+        for (int k = 0; k < kStable; ++k) {
+          ++reads[std::size_t(t)];
+          if (!m.get("stable" + std::to_string(k), v) || v != pattern_value(k, 12)) ++misses[std::size_t(t)];
+        }
+      }
+    }
+  });
+  std::uint64_t total_reads = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    CHECK(misses[std::size_t(t)] == 0);
+    CHECK(write_failures[std::size_t(t)] == 0);
+    total_reads += reads[std::size_t(t)];
+  }
+  const shmap::Stats s = m.stats();
+  CHECK(s.migrations >= 10);
+  CHECK(s.shrunk + s.grown >= 2);
+  CHECK(total_reads > 0);
+  CHECK(m.size() == std::uint64_t(kStable));
+  check_quiescent(m);
+}
+
+TEST_CASE(
+    "threads racing to insert the same keys while the index grows from 16 slots produce exactly one winner per key") {
+  const int n_keys = 20000 / kSlowdown;
+  SegmentGuard g;
+  shmap::Options o = small_options(12);
+  o.help_slots = 32;
+  Map m = Map::create(g.name(), o);
+  std::vector<std::vector<char>> won(kThreads, std::vector<char>(std::size_t(n_keys), 0));
+  std::vector<int> unexpected(kThreads, 0);
+  run_threads(kThreads, [&](int t) {
+    for (int j = 0; j < n_keys; ++j) {
+      const int k = (t % 2 == 0) ? j : n_keys - 1 - j;
+      const Status s = m.insert(key_of(k), "winner-" + std::to_string(t) + "-" + std::to_string(k));
+      if (s == Status::ok)
+        won[std::size_t(t)][std::size_t(k)] = 1;
+      else if (s != Status::exists)
+        ++unexpected[std::size_t(t)];
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) CHECK(unexpected[std::size_t(t)] == 0);
+  check_one_winner_per_key(m, won, n_keys, key_of, [](int winner, int k) {
+    return "winner-" + std::to_string(winner) + "-" + std::to_string(k);
+  });
+  CHECK(m.size() == std::uint64_t(n_keys));
+  CHECK(m.stats().grown >= 5);
+  check_quiescent(m);
+}
+
+TEST_CASE("fetch_add counters stay exact while other threads drive migrations") {
+  constexpr int kCounters = 8;
+  const int adds = 20000 / kSlowdown;
+  SegmentGuard g;
+  shmap::Options o = small_options(12);
+  o.help_slots = 16;
+  Map m = Map::create(g.name(), o);
+  std::vector<int> failures(kThreads, 0);
+  run_threads(kThreads, [&](int t) {
+    if (t % 2 == 0) {
+      for (int i = 0; i < adds; ++i)
+        if (!shmap::succeeded(m.fetch_add("ctr" + std::to_string(i % kCounters), t + 1).status))
+          ++failures[std::size_t(t)];
+    } else {
+      const std::string p = "churn" + std::to_string(t) + "-";
+      for (int i = 0; i < adds; ++i) {
+        if (m.insert(p + std::to_string(i), "y") != Status::ok) ++failures[std::size_t(t)];
+        if (i >= 700 && !m.erase(p + std::to_string(i - 700))) ++failures[std::size_t(t)];
+      }
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) CHECK(failures[std::size_t(t)] == 0);
+  // Counter c got, from each even thread t, (t + 1) once per i with i % 8 == c.
+  for (int c = 0; c < kCounters; ++c) {
+    std::int64_t expected = 0;
+    for (int t = 0; t < kThreads; t += 2) expected += std::int64_t(t + 1) * ((adds - c + kCounters - 1) / kCounters);
+    std::int64_t v = 0;
+    REQUIRE(m.get_as("ctr" + std::to_string(c), v) == Status::ok);
+    CHECK(v == expected);
+  }
+  CHECK(m.stats().migrations >= 10);
+  check_quiescent(m);
 }

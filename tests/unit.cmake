@@ -48,4 +48,5 @@ shmap_add_catch_suite(shmap_thread_tests threads 120
 shmap_add_catch_suite(shmap_proc_tests procs 120
   ${CMAKE_CURRENT_LIST_DIR}/test_procs.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_registry.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/test_repair.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/test_repair.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_grow_procs.cpp)
