@@ -344,6 +344,14 @@ shmap::Options map_options(const Options& o, const KeySpaces& spaces) {
     throw UsageError("--keys/--value-bytes/--kill-rate need an arena above the 32 GiB limit");
   m.arena_bytes = static_cast<std::uint64_t>(want);
   m.hash_seed = mix64(o.seed ^ 0x48415348ULL);
+  if (o.workload == Workload::grow) {
+    // Everything from the smallest start: the index and the arena grow with
+    // the key spaces, and one write moves 16 slots of a migration, so
+    // migrations span many writes (and many kills).
+    m.capacity = 12;
+    m.arena_bytes = 0;
+    m.help_slots = 16;
+  }
   return m;
 }
 
@@ -413,6 +421,11 @@ int run(Options o) {
   for (const SizeClassStats& c : stats.classes) largest_block = std::max<std::uint64_t>(largest_block, c.block_bytes);
   r.fsck = judge_fsck(recover_and_fsck(*map, r.before_recovery), sup.ledger().writer_deaths, largest_block);
   r.final = check_final_state(*map, o, spaces, *shared, sup.ledger());
+  r.index = map->stats();
+  if (r.fsck.report.unretired_tables != 0)
+    shared->record_violation("final check: " + std::to_string(r.fsck.report.unretired_tables) +
+                             " past index tables are not retired after recovery");
+  if (r.index.migrating) shared->record_violation("final check: a migration still runs after recovery");
   if (r.final.entries != r.fsck.report.live_keys)
     shared->record_violation("final check: for_each saw " + std::to_string(r.final.entries) + " entries, fsck counts " +
                              std::to_string(r.fsck.report.live_keys) + " live slots");

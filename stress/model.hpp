@@ -60,12 +60,18 @@ struct KeySpaces {
   std::uint64_t total() const noexcept { return owned + counters + churn; }
 };
 
+inline constexpr std::uint64_t kGrowWindows = 64;
+
 inline KeySpaces key_spaces(const Options& o) {
   KeySpaces k;
-  const bool all = o.workload == Workload::mixed;
+  const bool all = o.workload == Workload::mixed || o.workload == Workload::grow;
   if (all || o.workload == Workload::owned) k.owned = o.keys;
   if (all || o.workload == Workload::counters) k.counters = kCounterKeys;
   if (all || o.workload == Workload::churn) k.churn = o.keys;
+  // grow: churn over a window of `keys` ids that slides through 64 times as
+  // many, so fresh keys keep coming and erased ones are not revisited soon:
+  // their deleted slots pile up and same-size rebuilds keep running.
+  if (o.workload == Workload::grow) k.churn = o.keys * kGrowWindows;
   return k;
 }
 

@@ -31,12 +31,16 @@ Workloads (key spaces; docs/stress.md explains every check):
   churn      writers insert, assign and erase on a shared key space; a read
              finds either nothing or a well-formed value of that key
   mixed      all three at once (default)
+  grow       all three at once in a map that starts with a 16-slot index and
+             a 1 MiB arena (Options::help_slots 16): the index grows to the
+             key spaces and keeps migrating (same-size rebuilds dropping the
+             churn's deleted slots) while writers are killed
 
 options:
   --duration S       seconds to run (a float); default 10
   --writers W        writer processes; default 2
   --readers R        reader processes (they open the map read-only); default 2
-  --workload NAME    owned | counters | churn | mixed; default mixed
+  --workload NAME    owned | counters | churn | mixed | grow; default mixed
   --keys N           keys of the owned space and of the churn space; default 10000
   --key-bytes K      bytes per key (at least enough for "o:<id>"); default 16
   --value-bytes V    payload bytes per value, after a 24-byte header; default 32
@@ -90,6 +94,8 @@ const char* to_string(Workload w) noexcept {
       return "churn";
     case Workload::mixed:
       return "mixed";
+    case Workload::grow:
+      return "grow";
   }
   return "?";
 }
@@ -154,8 +160,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
         o.workload = Workload::churn;
       else if (value == "mixed")
         o.workload = Workload::mixed;
+      else if (value == "grow")
+        o.workload = Workload::grow;
       else
-        throw UsageError("--workload must be owned, counters, churn or mixed");
+        throw UsageError("--workload must be owned, counters, churn, mixed or grow");
     } else if (arg == "--pin") {
       if (value == "compact")
         o.pin = Pin::compact;

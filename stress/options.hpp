@@ -9,7 +9,7 @@
 
 namespace shmap::stress {
 
-enum class Workload { owned, counters, churn, mixed };
+enum class Workload { owned, counters, churn, mixed, grow };
 enum class Pin { none, compact };
 
 struct Options {

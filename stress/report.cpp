@@ -108,6 +108,12 @@ void print_summary(std::FILE* out, const RunResult& r) {
                "                  live keys %" PRIu64 ", deleted slots %" PRIu64 ", reachable %" PRIu64
                " B, free %" PRIu64 " B, carved %" PRIu64 " B\n",
                f.live_keys, f.deleted_slots, f.reachable_bytes, f.free_bytes, f.carved_bytes);
+  std::fprintf(out,
+               "  index           %" PRIu64 " slots, table generation %" PRIu64 " (%" PRIu64 " grown, %" PRIu64
+               " shrunk); %" PRIu64 " deleted slots reclaimed; %" PRIu64 " tables retired, %" PRIu64
+               " not yet; arena %" PRIu64 " B\n",
+               r.index.index_slots, r.index.table_generation, r.index.grown, r.index.shrunk, r.index.reclaimed_slots,
+               r.index.retired_tables, f.unretired_tables, r.index.arena_bytes);
   for (const std::string& m : r.fsck.unexplained) std::fprintf(out, "    VIOLATION %s\n", m.c_str());
   for (const std::string& m : r.fsck.explained) std::fprintf(out, "    explained by kills: %s\n", m.c_str());
   std::fprintf(out, "  result          %s (exit %d)\n", r.verdict.c_str(), r.exit_status);
@@ -181,6 +187,16 @@ std::string write_json(const std::string& path, const RunResult& r) {
     << "    \"explained_by_kills\": " << json_strings(r.fsck.explained, "    ") << ",\n"
     << "    \"unexplained\": " << json_strings(r.fsck.unexplained, "    ") << ",\n"
     << "    \"unlisted\": " << r.fsck.unlisted << "\n"
+    << "  },\n";
+  j << "  \"index\": {\n"
+    << "    \"index_slots\": " << r.index.index_slots << ",\n"
+    << "    \"table_generation\": " << r.index.table_generation << ",\n"
+    << "    \"grown\": " << r.index.grown << ",\n"
+    << "    \"shrunk\": " << r.index.shrunk << ",\n"
+    << "    \"reclaimed_slots\": " << r.index.reclaimed_slots << ",\n"
+    << "    \"retired_tables\": " << r.index.retired_tables << ",\n"
+    << "    \"unretired_tables\": " << f.unretired_tables << ",\n"
+    << "    \"arena_bytes\": " << r.index.arena_bytes << "\n"
     << "  },\n";
   j << "  \"verdict\": " << json_string(r.verdict) << ",\n";
   j << "  \"exit_status\": " << r.exit_status << "\n";

@@ -30,6 +30,7 @@ struct RunResult {
   FsckReport before_recovery;  // fsck before recovery: what the kills left
   FsckVerdict fsck;            // fsck after recovery
   FinalCheck final;
+  Stats index;  // the map's statistics after recovery (index size, migrations)
   int exit_status = 0;
   std::string verdict;  // one line: PASS / FAIL and why
 };

@@ -259,8 +259,21 @@ class Writer : public Worker {
     count(kCounterAdd);
   }
 
+  // The churn id to write: anywhere in the space, or (grow) in a window of
+  // `keys` ids that slides one id every 4 churn operations of this writer;
+  // each grow operation also erases an id just behind the window, so the
+  // live keys stay about one window.
+  std::uint64_t churn_id() {
+    if (o_.workload != Workload::grow) return rng_.below(spaces_.churn);
+    const std::uint64_t base = churn_ops_++ / 4;
+    make_key(key_, Space::churn, (base + spaces_.churn - 1 - rng_.below(o_.keys)) % spaces_.churn, o_.key_bytes);
+    (void)map_.erase(key_);
+    count(kChurnErase);
+    return (base + rng_.below(o_.keys)) % spaces_.churn;
+  }
+
   void churn_op() {
-    const std::uint64_t id = rng_.below(spaces_.churn);
+    const std::uint64_t id = churn_id();
     make_key(key_, Space::churn, id, o_.key_bytes);
     const std::uint64_t r = rng_.below(10);
     if (r < 6) {
@@ -287,6 +300,7 @@ class Writer : public Worker {
   std::uint64_t mine_;
   std::vector<std::uint64_t> cur_;
   std::uint64_t churn_tag_ = 0;
+  std::uint64_t churn_ops_ = 0;
   std::string next_, prev_, buf_;
 };
 
