@@ -152,9 +152,10 @@ class Checker {
           if (k == t.cur_run() && (s.gen() != t.gen() || s.log2() != t.cur_log2()))
             violation(where + ": holds table " + std::to_string(s.gen()) + ", the directory's current table is " +
                       std::to_string(t.gen()));
-          else if (t.migrating() && k == t.next_run() && (s.gen() != t.gen() + 1 || s.log2() != t.next_log2()))
+          else if (t.migrating() && k == t.next_run() &&
+                   (s.gen() != detail::gen_after(t.gen()) || s.log2() != t.next_log2()))
             violation(where + ": its state does not match the migration's next table");
-          else if (!named && s.gen() >= t.gen())
+          else if (!named && !detail::gen_before(s.gen(), t.gen()))
             violation(where + ": holds table " + std::to_string(s.gen()) + ", which the directory does not name");
           else if (!named)
             ++r_.unretired_tables;

@@ -145,7 +145,7 @@ class Tables {
   // The current table of `t`, and (while migrating) the next one. Throws
   // Error(corrupt) if the word names a run that cannot hold the table.
   Index cur(TablesWord t) const { return table(t.cur_run(), t.cur_log2(), t.gen()); }
-  Index next(TablesWord t) const { return table(t.next_run(), t.next_log2(), t.gen() + 1); }
+  Index next(TablesWord t) const { return table(t.next_run(), t.next_log2(), gen_after(t.gen())); }
   [[gnu::always_inline]] Index table(std::uint32_t run, std::uint32_t log2, std::uint64_t gen) const {
     // The fast path of every operation: a run this process has validated.
     // Relaxed: process-local cache of immutable values (see fast_).

@@ -302,19 +302,23 @@ struct RunGeom {
 };
 
 // A run's state: FREE (zero: its bytes are zero and it can take a new table),
-// TABLE(gen, log2) (it holds index table `gen`), RETIRING(gen, log2) (table
-// `gen` is retired: no process reads it any more; its memory is being
-// returned, then it becomes FREE).
+// TABLE(gen, log2) (it holds index table `gen`), RETIRING(gen, log2, holder)
+// (table `gen` is retired: no thread writes it any more; the registry entry
+// `holder` - 1 is returning its memory, then makes it FREE; only the holder,
+// or a survivor recovering the holder's entry, may: zeroing a run that
+// another retirer already freed and a starter reused would wipe a live table).
 struct RunState {
   enum Kind : std::uint64_t { free = 0, table = 1, retiring = 2 };
   std::uint64_t raw = 0;
   static constexpr std::uint64_t kGenMask = (std::uint64_t{1} << 34) - 1;
-  static constexpr RunState make(Kind k, std::uint64_t gen, std::uint32_t log2) {
-    return RunState{(std::uint64_t(k) << 62) | (gen & kGenMask) | (std::uint64_t(log2 & 63u) << 34)};
+  static constexpr RunState make(Kind k, std::uint64_t gen, std::uint32_t log2, std::uint32_t holder = 0) {
+    return RunState{(std::uint64_t(k) << 62) | (gen & kGenMask) | (std::uint64_t(log2 & 63u) << 34) |
+                    (std::uint64_t(holder & 0x7ffu) << 40)};
   }
   constexpr Kind kind() const { return Kind(raw >> 62); }
   constexpr std::uint64_t gen() const { return raw & kGenMask; }
   constexpr std::uint32_t log2() const { return std::uint32_t((raw >> 34) & 63u); }
+  constexpr std::uint32_t holder() const { return std::uint32_t((raw >> 40) & 0x7ffu); }
   constexpr bool operator==(const RunState&) const = default;
 };
 
@@ -347,6 +351,27 @@ struct TablesWord {
 };
 static_assert(TablesWord::stable(5, 63, 29).migrating_to(62, 28).promoted() == TablesWord::stable(6, 62, 28),
               "a promotion makes the next table current, one generation on");
+
+// Table generations are 34-bit counters (TablesWord, RunState) compared
+// modulo 2^34: the generations in use at any time lie within a few dozen of
+// the current one, so the distance forwards tells past from current from
+// next, across the wrap after 2^34 migrations.
+inline constexpr std::uint64_t kGenMask = TablesWord::kGenMask;
+constexpr std::uint64_t gen_after(std::uint64_t g) {
+  return (g + 1) & kGenMask;
+}
+// How many generations `later` is after `earlier` (0: the same; a huge value:
+// `later` is in fact before `earlier`).
+constexpr std::uint64_t gen_distance(std::uint64_t later, std::uint64_t earlier) {
+  return (later - earlier) & kGenMask;
+}
+constexpr bool gen_before(std::uint64_t a, std::uint64_t b) {
+  const std::uint64_t d = gen_distance(b, a);
+  return d != 0 && d < (kGenMask >> 1);
+}
+static_assert(gen_after(kGenMask) == 0 && gen_before(kGenMask, 0) && !gen_before(0, kGenMask) &&
+                  gen_distance(1, kGenMask) == 2,
+              "generations wrap modulo 2^34");
 
 struct RunSlot {
   std::uint64_t geom;   // RunGeom, atomic

@@ -326,8 +326,9 @@ struct Map::Impl {
     void announce(TablesWord t);
     Impl& m_;
     std::uint32_t e_;
-    std::uint64_t announced_ = 0;
-    std::uint64_t first_ = 0;
+    std::uint64_t announced_ = 0;  // the generation announced now
+    std::uint64_t first_ = 0;      // ... and at the start of the operation
+    bool started_ = false;
     TablesWord view_{};
   };
 
@@ -536,8 +537,10 @@ struct Map::Impl {
   // to the filesystem and its run becomes free. Recovers dead announcers.
   void try_retire(std::uint32_t self);
   // Retires the table in run k whose state is `s` (a past table no one
-  // announces). Idempotent; also finishes a retirement a dead thread began.
-  void retire_run(std::uint32_t k, detail::RunState s);
+  // announces) as registry entry `as`: G5 names `as` the holder, and only the
+  // holder zeroes the run and frees it. With `s` already RETIRING held by
+  // `as` (a survivor recovering `as`), finishes it.
+  void retire_run(std::uint32_t k, detail::RunState s, std::uint32_t as);
   // Finishes any migration and retires every past table it can (repair,
   // recover, close).
   void settle_index(std::uint32_t e);

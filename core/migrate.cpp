@@ -14,7 +14,7 @@
 // after the move at most 3/8 of it is used, and at least as many inserts as
 // there are live keys come before the next migration: O(1) amortized),
 // take a FREE run big enough or carve a new one (arena.cpp, run claims), and
-// CAS the directory STABLE(g) -> MIGRATING(g, run, size) (M1). Losing the CAS
+// CAS the directory STABLE(g) -> MIGRATING(g, run, size) (G1). Losing the CAS
 // costs nothing: the run stays FREE. The run's state becomes TABLE(g+1) by
 // CAS from FREE, done by the starter and repeated by every helper.
 //
@@ -25,7 +25,7 @@
 //   EMPTY          CAS -> FROZEN_EMPTY: closed, no key can be inserted here
 //   LIVE(K, R)     CAS -> FROZEN(LIVE(K, R)), then copy: walk K's probe in
 //                  g+1; at K's slot stop (moved already); at the first EMPTY
-//                  CAS EMPTY -> LIVE(K, R) (M2). A record changes owner (from
+//                  CAS EMPTY -> LIVE(K, R) (G2). A record changes owner (from
 //                  the frozen slot to the new one) but no memory moves, so
 //                  copies need no intent: redone, they find K's slot.
 //   DELETED(K, T)  the key is dropped: CAS -> FROZEN|DELETED naming this
@@ -34,21 +34,21 @@
 //   frozen         nothing to freeze; a frozen LIVE slot is copied (again:
 //                  its first freezer may have died before copying).
 // When every slot of the chunk is frozen and copied, its chunk word is CASed
-// 0 -> DONE (M3) and the table's done hint is incremented.
+// 0 -> DONE (G3) and the table's done hint is incremented.
 //
 // PROMOTION. Whoever increments the done hint to the chunk count, and
 // whoever takes the last chunk of a pass from the cursor, checks every chunk
-// word; if all are DONE it CASes MIGRATING(g) -> STABLE(g+1) (M4). The hint
+// word; if all are DONE it CASes MIGRATING(g) -> STABLE(g+1) (G4). The hint
 // only decides when to look: a helper killed between its DONE CAS and the
 // increment leaves a low hint, and the next pass's last chunk checks again.
 // Nothing waits for a counter a dead helper would have moved.
 //
 // RETIREMENT. Table g is retired once no live thread announces g or g - 1
-// (index.hpp): its run's state is CASed TABLE(g) -> RETIRING(g) (M5: a
+// (index.hpp): its run's state is CASed TABLE(g) -> RETIRING(g) (G5: a
 // reader that read the table meanwhile sees the state changed and starts
 // again), its pages are punched out of the file (memory back to the system),
-// and the state becomes FREE (M7), ready for a later table. Every step
-// after M5 is redone by whoever finds the run RETIRING. A dead announcer
+// and the state becomes FREE (G6), ready for a later table. Every step
+// after G5 is redone by whoever finds the run RETIRING. A dead announcer
 // does not pin a table: its entry is recovered first (its slot intent may
 // name the table).
 #include <algorithm>
@@ -94,7 +94,8 @@ void Map::Impl::Announce::announce(TablesWord t) {
     SHMAP_FAULT("announce: stored, directory not yet re-read");
     const TablesWord again = m_.tables.load(std::memory_order_seq_cst);
     if (again.gen() == t.gen()) {
-      if (first_ == 0 && announced_ == 0) first_ = t.gen() + 1;
+      if (!started_) first_ = t.gen();
+      started_ = true;
       view_ = again;
       announced_ = t.gen();
       return;
@@ -110,7 +111,7 @@ Map::Impl::Announce::~Announce() {
   // The directory moved on during this operation: our announcement may have
   // been the last that kept a past table.
   // Relaxed: a trigger only; try_retire re-reads everything it decides on.
-  if (first_ != announced_ + 1 || m_.tables.load(std::memory_order_relaxed).gen() != announced_) {
+  if (first_ != announced_ || m_.tables.load(std::memory_order_relaxed).gen() != announced_) {
     try {
       m_.try_retire(e_);
     } catch (const Error&) {
@@ -121,9 +122,10 @@ Map::Impl::Announce::~Announce() {
 
 std::optional<Index> Map::Impl::next_table(std::uint64_t gen) const {
   const TablesWord t = tables.load();
-  if (t.gen() == gen && t.migrating()) return tables.next(t);
-  if (t.gen() == gen + 1) return tables.cur(t);
-  if (t.gen() > gen + 1) return tables.find_gen(gen + 1);
+  const std::uint64_t ahead = detail::gen_distance(t.gen(), gen);
+  if (ahead == 0 && t.migrating()) return tables.next(t);
+  if (ahead == 1) return tables.cur(t);
+  if (ahead > 1 && detail::gen_before(gen, t.gen())) return tables.find_gen(detail::gen_after(gen));
   detail::throw_error(errc::corrupt, mapping.name,
                       "table " + std::to_string(gen) + " has frozen slots but the directory (generation " +
                           std::to_string(t.gen()) + ") has no migration from it");
@@ -228,7 +230,7 @@ bool Map::Impl::start_migration(std::uint32_t e, TablesWord t, const Index& cur)
   }
   SHMAP_FAULT("migrate: run chosen, directory not yet changed");
   std::uint64_t expected = t.raw;
-  // Site M1, seq_cst: pairs with every acquire load of the directory (readers
+  // Site G1, seq_cst: pairs with every acquire load of the directory (readers
   // then find the run's geometry, installed with a release before), and is
   // the promotion-side store of the Dekker pair with announcements.
   const bool won =
@@ -238,7 +240,7 @@ bool Map::Impl::start_migration(std::uint32_t e, TablesWord t, const Index& cur)
   std::uint64_t free_state = 0;
   // Release: the run's state names the table the directory names.
   atom(tables.run(k).state)
-      .compare_exchange_strong(free_state, RunState::make(RunState::table, t.gen() + 1, log2).raw,
+      .compare_exchange_strong(free_state, RunState::make(RunState::table, detail::gen_after(t.gen()), log2).raw,
                                std::memory_order_release, std::memory_order_relaxed);
   return true;
 }
@@ -261,7 +263,7 @@ Copied copy_into(const Map::Impl& m, const Index& to, SlotWord w) {
     for (;;) {
       if (x.is_frozen()) return Copied::stale_view;  // `to` is migrating on: our migration was promoted long ago
       if (x.is_empty()) {
-        // Site M2, acq_rel: release: a reader that acquires the new word sees
+        // Site G2, acq_rel: release: a reader that acquires the new word sees
         // the record (published by its W1, which we acquired with the old
         // slot word); acquire on failure: we re-examine the winner's word.
         if (atom(to.slot(p.pos))
@@ -319,7 +321,7 @@ bool Map::Impl::settle(std::uint32_t e, const Index& from, const Index& to, std:
         continue;
       }
       if (w.is_live()) {
-        // Site M2's freeze, acq_rel: acquire: we copy the record's key (its
+        // Site G2's freeze, acq_rel: acquire: we copy the record's key (its
         // W1 released it; the freeze continues that release sequence, so a
         // reader acquiring the frozen word sees the record too).
         if (!atom(from.slot(p.pos))
@@ -349,7 +351,7 @@ void Map::Impl::help(std::uint32_t e, TablesWord t, const Index& from, const Ind
   const std::uint64_t i = c % n;
   SHMAP_FAULT("migrate: chunk taken");
   bool check = c % n == n - 1;
-  // Acquire: pairs with the release DONE CAS (M3): a done chunk's copies are visible.
+  // Acquire: pairs with the release DONE CAS (G3): a done chunk's copies are visible.
   if (atom(from.chunk_words[i]).load(std::memory_order_acquire) != kDone) {
     std::uint64_t copies = 0, dropped = 0;
     const std::uint64_t first = i * from.chunk_slots(), last = first + from.chunk_slots();
@@ -393,7 +395,7 @@ void Map::Impl::help(std::uint32_t e, TablesWord t, const Index& from, const Ind
     }
     SHMAP_FAULT("migrate: chunk moved, not yet marked done");
     std::uint64_t zero = 0;
-    // Site M3, release: the chunk's freezes and copies happen before a
+    // Site G3, release: the chunk's freezes and copies happen before a
     // promoter that acquires DONE (so a promoted table has every key).
     if (atom(from.chunk_words[i])
             .compare_exchange_strong(zero, kDone, std::memory_order_release, std::memory_order_relaxed)) {
@@ -406,9 +408,9 @@ void Map::Impl::help(std::uint32_t e, TablesWord t, const Index& from, const Ind
   }
   if (!check) return;
   for (std::uint64_t j = 0; j < n; ++j)
-    if (atom(from.chunk_words[j]).load(std::memory_order_acquire) != kDone) return;  // Acquire: see M3.
+    if (atom(from.chunk_words[j]).load(std::memory_order_acquire) != kDone) return;  // Acquire: see G3.
   std::uint64_t expected = t.raw;
-  // Site M4, seq_cst: the promotion. Readers acquire it; announcers and
+  // Site G4, seq_cst: the promotion. Readers acquire it; announcers and
   // retirers order against it (the Dekker pair in Announce).
   if (!atom(header->tables).compare_exchange_strong(expected, t.promoted().raw, std::memory_order_seq_cst)) return;
   SHMAP_FAULT("migrate: promoted");
@@ -453,28 +455,27 @@ void zero_run(detail::Arena& arena, std::uint64_t offset, std::uint64_t bytes) {
 
 }  // namespace
 
-void Map::Impl::retire_run(std::uint32_t k, RunState s) {
+void Map::Impl::retire_run(std::uint32_t k, RunState s, std::uint32_t as) {
   const RunGeom g = tables.geom(k);
   if (!g.is_set()) arena.corrupt("a retired table's run has no geometry", k);
+  const RunState mine = RunState::make(RunState::retiring, s.gen(), s.log2(), as + 1);
   if (s.kind() == RunState::table) {
     std::uint64_t expected = s.raw;
-    // Site M5, seq_cst: after the pin check (try_retire); before any byte of
+    // Site G5, seq_cst: after the pin check (try_retire); before any byte of
     // the run is released, so a reader whose reads saw released (zero) pages
     // sees the new state when it validates (index.hpp: its acquire loads stay
     // in program order, and this store is globally visible before the
-    // punch's page-table changes).
-    if (!atom(tables.run(k).state)
-             .compare_exchange_strong(expected, RunState::make(RunState::retiring, s.gen(), s.log2()).raw,
-                                      std::memory_order_seq_cst))
-      return;
+    // punch's page-table changes). The state names us: we alone release it.
+    if (!atom(tables.run(k).state).compare_exchange_strong(expected, mine.raw, std::memory_order_seq_cst)) return;
     SHMAP_FAULT("retire: run retiring");
-    s = RunState::make(RunState::retiring, s.gen(), s.log2());
+  } else if (s != mine) {
+    return;  // another retirer's (try_retire recovers it if that one died)
   }
   zero_run(arena, g.start(), g.bytes());
-  std::uint64_t expected = s.raw;
-  // Site M7, release: the zeroed run happens before the next table's use of
-  // it (a starter's directory CAS M1 follows its load of FREE; every user of
-  // the new table acquires M1).
+  std::uint64_t expected = mine.raw;
+  // Site G6, release: the zeroed run happens before the next table's use of
+  // it (a starter's directory CAS G1 follows its load of FREE; every user of
+  // the new table acquires G1).
   if (atom(tables.run(k).state)
           .compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed))
     // Relaxed: statistics.
@@ -485,33 +486,41 @@ void Map::Impl::try_retire(std::uint32_t self) {
   for (std::uint32_t k = 0; k < detail::kRuns; ++k) {
     const RunState s = tables.run_state(k);
     if (s.kind() == RunState::retiring) {
-      retire_run(k, s);
+      // A retirement another thread began: its holder finishes it, or, if
+      // the holder died, whoever recovers the holder's entry (recover.cpp).
+      const std::uint32_t holder = s.holder();
+      if (holder == self + 1)
+        retire_run(k, s, self);
+      else if (holder >= 1 && holder <= detail::kRegistryEntries)
+        (void)recover_entry(self, holder - 1);
       continue;
     }
     if (s.kind() != RunState::table) continue;
     // Seq_cst: the retirer's side of the Dekker pair (see Announce).
     const TablesWord t = tables.load(std::memory_order_seq_cst);
     const std::uint64_t g = s.gen();
-    if (g >= t.gen()) continue;  // current, or the migration's next table
+    if (!detail::gen_before(g, t.gen())) continue;  // current, or the migration's next table
     bool pinned = false;
     const std::uint32_t n = detail::entries_in_use(header);
     for (std::uint32_t j = 0; j < n && !pinned; ++j) {
       // Seq_cst: see above.
       const std::uint64_t a = atom(registry[j].op_gen).load(std::memory_order_seq_cst);
-      if (a == 0 || (a - 1 != g && a != g)) continue;  // announces a - 1: pins tables a - 1 and a
-      if (j == self) continue;                         // our own operation does not touch past tables
-      // Relaxed: an entry claims its owner word before it ever announces, so
-      // an announcement on a free entry is a leftover of damage, not a pin.
+      // a = 1 + the announced generation: it pins that one and the next.
+      if (a == 0 || ((a - 1) != g && (a & detail::kGenMask) != g)) continue;
+      if (j == self) continue;  // our own operation does not touch past tables
+      // Relaxed: an entry claims its owner word before it ever announces
+      // (and the seq_cst load above acquired that claim), so an announcement
+      // on a free entry is a leftover of damage, not a pin.
       if (atom(registry[j].owner).load(std::memory_order_relaxed) == 0) continue;
       // A dead announcer does not pin: recover its entry (its intents may
       // name this table), then look again.
       if (!recover_entry(self, j) || [&] {
             const std::uint64_t a2 = atom(registry[j].op_gen).load(std::memory_order_seq_cst);  // Seq_cst: as above.
-            return a2 != 0 && (a2 - 1 == g || a2 == g);
+            return a2 != 0 && ((a2 - 1) == g || (a2 & detail::kGenMask) == g);
           }())
         pinned = true;
     }
-    if (!pinned) retire_run(k, s);
+    if (!pinned) retire_run(k, s, self);
   }
 }
 

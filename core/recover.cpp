@@ -28,7 +28,8 @@
 //             allocated generation -> allocated, never published: free it.
 //   runs      a run slot the dead thread reserved, or a run it claimed at
 //             the bump offset (run_carve): finish installing it, or give the
-//             slot back.
+//             slot back; a run it was retiring (RETIRING naming it): zero it
+//             and free it.
 //   announce  cleared last (op_gen): the tables it kept from retirement may
 //             go once its intents no longer name them.
 // Then the lists are recounted, handed to the pool as far as cells allow, the
@@ -181,11 +182,14 @@ class Recovery {
 
   // Run slots the dead thread reserved and never filled (it died before its
   // run claim won, or after its claim lost): give them back.
+  // Retirements the dead thread held: finish them (zero the run, free it).
   void resolve_runs() {
     for (std::uint32_t k = 0; k < detail::kRuns; ++k) {
       std::uint64_t reserving = detail::RunGeom::reserving(j_).raw;
       // Relaxed: the slot holds nothing yet (see start_migration).
       atom(m_.header->runs[k].geom).compare_exchange_strong(reserving, 0, std::memory_order_relaxed);
+      const detail::RunState s = m_.tables.run_state(k);
+      if (s.kind() == detail::RunState::retiring && s.holder() == j_ + 1) m_.retire_run(k, s, j_);
     }
   }
 
@@ -228,7 +232,7 @@ class Recovery {
   Index intent_table(std::uint64_t gen) {
     const TablesWord t = m_.tables.load();
     if (t.gen() == gen) return m_.tables.cur(t);
-    if (t.migrating() && t.gen() + 1 == gen) return m_.tables.next(t);
+    if (t.migrating() && detail::gen_after(t.gen()) == gen) return m_.tables.next(t);
     if (const std::optional<Index> ix = m_.tables.find_gen(gen)) return *ix;
     a_.corrupt("a slot intent names a table that is gone", gen);
   }

@@ -802,3 +802,31 @@ TEST_CASE("fetch_add counters stay exact while other threads drive migrations") 
   CHECK(m.stats().migrations >= 10);
   check_quiescent(m);
 }
+
+TEST_CASE("threads churning their own keys across thousands of migrations never lose one (concurrent retirers)") {
+  // Every thread inserts fresh keys and erases its own key from 700 inserts
+  // ago: same-size rebuilds all the time, each ending in a retirement that
+  // several threads try at once. A retirer that zeroed a run another had
+  // already freed (and a new table taken) would wipe live keys: the erases
+  // would then fail.
+  const int rounds = 10 / kSlowdown + 1;
+  for (int round = 0; round < rounds; ++round) {
+    CAPTURE(round);
+    SegmentGuard g;
+    shmap::Options o = small_options(12);
+    o.help_slots = 16;
+    Map m = Map::create(g.name(), o);
+    std::vector<int> failures(kThreads, 0);
+    run_threads(kThreads, [&](int t) {
+      const std::string p = "c" + std::to_string(t) + "-";
+      for (int i = 0; i < 20000 / kSlowdown; ++i) {
+        if (m.insert(p + std::to_string(i), "y") != Status::ok) ++failures[std::size_t(t)];
+        if (i >= 700 && !m.erase(p + std::to_string(i - 700))) ++failures[std::size_t(t)];
+      }
+    });
+    for (int t = 0; t < kThreads; ++t) CHECK(failures[std::size_t(t)] == 0);
+    CHECK(m.size() == std::uint64_t(kThreads) * 700);
+    CHECK(m.stats().migrations >= 20);
+    check_quiescent(m);
+  }
+}
