@@ -357,7 +357,9 @@ shmap::Options map_options(const Options& o, const KeySpaces& spaces) {
 
 int run(Options o) {
   if (!o.seed_given) o.seed = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-  if (o.name.empty()) o.name = "/shmap-stress-" + std::to_string(::getpid());
+  // The pid alone can repeat (another pid namespace may share /dev/shm): a random word too.
+  if (o.name.empty())
+    o.name = "/shmap-stress-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
   const KeySpaces spaces = key_spaces(o);
   std::printf("shmap-stress: seed %" PRIu64 " (repeat with --seed %" PRIu64 "), segment %s\n", o.seed, o.seed,
               o.name.c_str());

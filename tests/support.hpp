@@ -14,10 +14,12 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -74,12 +76,19 @@ inline constexpr std::uint64_t kChurnSlowdown = 10;
 inline constexpr std::uint64_t kChurnSlowdown = 1;
 #endif
 
-// "/shmap-test-<pid>-<n>": unique across concurrently running test processes
-// and within one process, so parallel ctest runs never collide.
+// "/shmap-test-<pid>-<random>-<n>": unique across concurrently running test
+// processes and within one process, so parallel ctest runs never collide. The
+// pid alone is not enough: a suite forks tens of thousands of children, pids
+// wrap (pid_max is 32768 on many machines), and a child SIGKILLed on purpose
+// can leave a segment behind under a pid that a later test process reuses.
+// 64 fresh random bits per name make such a leftover harmless.
 inline std::string unique_name() {
   static std::atomic<unsigned> counter{0};
+  std::random_device rd;
+  char nonce[17];
+  std::snprintf(nonce, sizeof nonce, "%08x%08x", rd(), rd());
   // Relaxed: only the uniqueness of the returned value matters.
-  return "/shmap-test-" + std::to_string(::getpid()) + "-" +
+  return "/shmap-test-" + std::to_string(::getpid()) + "-" + nonce + "-" +
          std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
 }
 

@@ -17,6 +17,7 @@
 #include <boost/interprocess/sync/scoped_lock.hpp>
 #include <boost/interprocess/sync/sharable_lock.hpp>
 #include <boost/unordered_map.hpp>
+#include <random>
 
 #include "micro.hpp"
 
@@ -55,7 +56,7 @@ class BoostTable {
   using Mutex = bip::interprocess_sharable_mutex;
 
   explicit BoostTable(const Case& c)
-      : name_("/shmap-micro-bip." + std::to_string(::getpid()) + "." +
+      : name_("/shmap-micro-bip." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}()) + "." +
               // Relaxed: only makes names unique within this process.
               std::to_string(g_segments.fetch_add(1, std::memory_order_relaxed))),
         // Nodes (key, value, next pointer, cached hash) plus allocator headers,

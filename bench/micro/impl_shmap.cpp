@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <random>
 #include <string>
 
 #include "micro.hpp"
@@ -26,8 +27,9 @@ Map create_map(const Case& c) {
   const std::uint64_t record = 8 + round8(c.key_bytes) + round8(c.value_bytes);
   o.arena_bytes = std::min<std::uint64_t>(std::uint64_t{32} << 30, c.keys * record * 3 / 2 + (std::uint64_t{32} << 20));
   // Relaxed: only makes names unique within this process.
-  const std::string name = "/shmap-micro." + std::to_string(::getpid()) + "." +
-                           std::to_string(g_segments.fetch_add(1, std::memory_order_relaxed));
+  // The pid alone can repeat (pids wrap, or another pid namespace shares /dev/shm): a random word too.
+  const std::string name = "/shmap-micro." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}()) +
+                           "." + std::to_string(g_segments.fetch_add(1, std::memory_order_relaxed));
   Map m = Map::create(name, o);
   Map::remove(name);
   return m;

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <optional>
+#include <random>
 #include <shmap/shmap.hpp>
 #include <string>
 
@@ -34,7 +35,9 @@ int exercise(const std::string& name) {
 }  // namespace
 
 int main() {
-  const std::string name = "/shmap-consumer-" + std::to_string(::getpid());
+  // The pid alone can repeat (another pid namespace may share /dev/shm): a random word too.
+  const std::string name =
+      "/shmap-consumer-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
   try {
     const int rc = exercise(name);
     if (rc != 0) shmap::Map::remove(name);
