@@ -118,6 +118,11 @@ class BoostIpcMap {
     std::memcpy(it->second.bytes, &v, sizeof v);
     return true;
   }
+  bool erase(std::string_view key) {
+    const Word k = Word::of(key);
+    boost::interprocess::scoped_lock<Mutex> lock(*mu_);
+    return map_->erase(k) == 1;  // the node goes back to the segment's allocator
+  }
   std::uint64_t size() const {
     boost::interprocess::sharable_lock<Mutex> lock(*mu_);
     return map_->size();

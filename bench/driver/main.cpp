@@ -90,11 +90,16 @@ int run(const Options& o) {
       std::string why;
       if (applies(impl, wl, ks, &why)) {
         impls.push_back(impl);
-      } else if (impl != "std-shared_mutex" || wl.reads()) {
+      } else if (!quiet_skip(impl, wl)) {
         std::cout << "[" << wl.name << "] skipping " << impl << ": " << why << "\n";
       }
     }
-    for (const unsigned n : counts) {
+    const std::vector<unsigned> wcounts = counts_for(wl, counts);
+    if (wcounts.empty()) {
+      std::cout << "[" << wl.name << "] skipped: needs --procs 2 or more (one writer and at least one reader)\n";
+      continue;
+    }
+    for (const unsigned n : wcounts) {
       const std::vector<Placement> nplan = plan_placement(topo, o.pin, n);
       for (unsigned r = 0; r < o.repeat; ++r) {
         // One set of streams per (workload, workers, repeat), run by every
@@ -114,8 +119,10 @@ int run(const Options& o) {
         std::cout << "\n";
       }
     }
-    const std::string t =
-        format_table(wl, all, counts, impls, o.keys) + format_memory(wl, all, counts, impls, o.membind);
+    const std::string t = (wl.one_writer() ? format_writer_table(wl, all, wcounts, impls, o.keys)
+                                           : format_table(wl, all, wcounts, impls, o.keys)) +
+                          format_memory(wl, all, wcounts, impls, o.membind) +
+                          format_comparisons(comparisons(o.workloads, all, counts, o), wl.name);
     std::cout << "\n" << t << "\n";
     tables += t + "\n";
   }

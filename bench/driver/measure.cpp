@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <shared_mutex>
 #include <stdexcept>
 #include <system_error>
@@ -27,6 +28,19 @@ namespace shmap::bench {
 namespace {
 
 LatencySampler sampler_of(const StartGate& gate) { return {gate.histogram(), gate.sample_period()}; }
+
+// The writer of a one-writer workload is not sampled: the latency columns are
+// the readers' gets.
+LatencySampler sampler_for(const Workload& wl, unsigned w, const StartGate& gate) {
+  if (wl.one_writer() && w == 0) return {};
+  return sampler_of(gate);
+}
+
+// Keys live when the run ends: the present set (if preloaded) and the churning
+// workers' windows; the insert workload's are what its workers inserted.
+std::uint64_t expected_live(const Workload& wl, const KeySpace& ks, unsigned workers) {
+  return (wl.preloaded() ? ks.keys() : 0) + wl.live_fresh(ks.keys(), workers);
+}
 
 std::string worker_tag(unsigned w) { return "worker " + std::to_string(w) + ": "; }
 
@@ -90,6 +104,62 @@ std::string_view preload_value(const Workload& wl, const KeySpace& ks, std::uint
   return buf;
 }
 
+// The churn streams' starting windows (workload.hpp, FreshKeys): fresh keys
+// [0, window) of each churning worker, inserted untimed before the run so
+// the first erases find their keys.
+template <class Table>
+void preload_windows(Table& t, const std::vector<OpStream>& streams) {
+  for (const OpStream& s : streams) {
+    if (!s.fresh) continue;
+    const FreshKeys& f = *s.fresh;
+    std::string k(f.ks.key_bytes(), '\0'), v(f.ks.value_bytes(), '\0');
+    for (std::uint64_t n = 0; n < f.window; ++n) {
+      f.ks.key(f.index(n), k.data());
+      f.ks.value(f.index(n), v.data());
+      if (!t.insert(k, v)) throw std::runtime_error("preload of a churn window failed");
+    }
+  }
+}
+
+// After a churn run: each churning worker's last `window` keys are present
+// with their values and a sample of the keys it erased is absent (the window
+// moved exactly as far as the worker says it went).
+template <class Table>
+void verify_windows(Table& t, const std::vector<OpStream>& streams, Measurement& m) {
+  std::string k, out;
+  std::uint64_t missing = 0, present = 0, wrong = 0;
+  for (unsigned w = 0; w < streams.size() && w < m.run.workers.size(); ++w) {
+    if (!streams[w].fresh) continue;
+    const FreshKeys& f = *streams[w].fresh;
+    const std::uint64_t ops = m.run.workers[w].counts.ops;
+    if (ops % 2 != 0) {
+      m.anomalies.push_back(worker_tag(w) + "stopped between an insert and its erase");
+      continue;
+    }
+    k.resize(f.ks.key_bytes());
+    // Up to 2048 of the live keys, [pairs, pairs + window), and 2048 of the erased ones, [0, pairs).
+    const std::uint64_t pairs = ops / 2;
+    for (std::uint64_t n = pairs; n < pairs + f.window; n += std::max<std::uint64_t>(1, f.window / 2048)) {
+      f.ks.key(f.index(n), k.data());
+      if (!t.get(k, out)) {
+        ++missing;
+      } else if (out != f.ks.value(f.index(n))) {
+        ++wrong;
+      }
+    }
+    for (std::uint64_t n = 0; n < pairs; n += std::max<std::uint64_t>(1, pairs / 2048)) {
+      f.ks.key(f.index(n), k.data());
+      if (t.get(k, out)) ++present;
+    }
+  }
+  if (missing)
+    m.anomalies.push_back("after the run " + std::to_string(missing) +
+                          " sampled keys of the churn windows are missing");
+  if (present)
+    m.anomalies.push_back("after the run " + std::to_string(present) + " sampled erased churn keys are present");
+  if (wrong) m.anomalies.push_back("after the run " + std::to_string(wrong) + " sampled churn keys have a wrong value");
+}
+
 // ---------------------------------------------------------------------------
 // Shared segments: cleanup on signals, memory binding
 // ---------------------------------------------------------------------------
@@ -132,7 +202,9 @@ std::string unique_name(const char* kind) {
   static std::atomic<unsigned> counter{0};
   // Relaxed: only uniqueness of the number matters, and measurements run one at a time.
   const unsigned serial = counter.fetch_add(1, std::memory_order_relaxed);
-  return std::string("/shmap-bench-") + kind + std::to_string(getpid()) + "-" + std::to_string(serial);
+  // The pid alone can repeat (pids wrap, or another pid namespace shares /dev/shm): a random word too.
+  return std::string("/shmap-bench-") + kind + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}()) +
+         "-" + std::to_string(serial);
 }
 
 void bind_area_or_throw(const Machine& machine, void* addr, std::size_t len, const MemPlan& plan) {
@@ -187,9 +259,9 @@ void preload_shmap(shmap::Map& map, const Workload& wl, const KeySpace& ks) {
 
 // After the run: the map holds exactly the keys it should, with the right values
 // (a sample), so a fast but wrong map cannot post a number.
-void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks, const std::vector<OpStream>& streams,
+void verify_shmap(shmap::Map& map, const Workload& wl, const KeySpace& ks, const std::vector<OpStream>& streams,
                   Measurement& m) {
-  std::uint64_t expected = ks.keys();
+  std::uint64_t expected = expected_live(wl, ks, static_cast<unsigned>(streams.size()));
   if (wl.kind == WorkloadKind::insert) expected = writes_ok(m);
   if (map.size() != expected) {
     m.anomalies.push_back("size() is " + std::to_string(map.size()) + " after the run, expected " +
@@ -199,7 +271,7 @@ void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks,
   const std::uint64_t step = std::max<std::uint64_t>(1, ks.keys() / 4096);
   std::uint64_t wrong = 0, missing = 0, present = 0;
   for (std::uint64_t i = 0; i < ks.keys(); i += step) {
-    bool should_exist = true;
+    bool should_exist = wl.preloaded();
     if (wl.kind == WorkloadKind::insert) {
       // Worker w inserted its slice in order: the first writes_ok keys of it.
       for (unsigned w = 0; w < streams.size(); ++w) {
@@ -212,9 +284,10 @@ void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks,
     if (!found && should_exist) ++missing;
     if (found && should_exist) {
       // Mixes overwrite values with stream bytes and counters count: only their length is known.
+      const bool assigned = wl.kind == WorkloadKind::mixed || wl.kind == WorkloadKind::get_with_writer;
       if (wl.counter_key(i)) {
         if (out.size() != sizeof(std::uint64_t)) ++wrong;
-      } else if (wl.kind == WorkloadKind::mixed ? out.size() != ks.value_bytes() : out != ks.value(i)) {
+      } else if (assigned ? out.size() != ks.value_bytes() : out != ks.value(i)) {
         ++wrong;
       }
     }
@@ -222,16 +295,74 @@ void verify_shmap(const shmap::Map& map, const Workload& wl, const KeySpace& ks,
   if (missing) m.anomalies.push_back("after the run " + std::to_string(missing) + " sampled keys are missing");
   if (present) m.anomalies.push_back("after the run " + std::to_string(present) + " sampled keys exist that were never inserted");
   if (wrong) m.anomalies.push_back("after the run " + std::to_string(wrong) + " sampled keys have a wrong value");
+  ShmapTable t{map};
+  verify_windows(t, streams, m);
 }
+
+// fsck costs about 2.5 s per million keys on the dev VM: run it only on maps
+// small enough (the ctest runs), where migrations happened.
+constexpr std::uint64_t kFsckMaxKeys = 200'000;
+
+// The segment file's allocated bytes: what it costs in memory (tmpfs) or on
+// disk, holes (free index runs are punched) not counted.
+std::uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+// Samples stats().migrating from the parent while the workers run. stats()
+// scans the whole index (about 7 ms per 2^21 slots on the dev VM), so the
+// samples are spaced to keep the parent under about 5% of one CPU: at least
+// 10 ms apart, and 20 times the last sample's cost.
+class MigratingSampler {
+ public:
+  explicit MigratingSampler(const shmap::Map& map) : map_(map) {}
+  void operator()(std::int64_t start_ns, std::int64_t deadline_ns) {
+    const std::int64_t now = now_ns();
+    if (next_ns_ == 0) next_ns_ = start_ns + kMinGapNs;
+    if (now < next_ns_ || now >= deadline_ns) return;
+    const std::int64_t cpu0 = thread_cpu_ns();
+    const bool migrating = map_.stats().migrating;
+    const std::int64_t cost = thread_cpu_ns() - cpu0;
+    ++samples_;
+    migrating_samples_ += migrating ? 1 : 0;
+    cpu_ns_ += cost;
+    next_ns_ = now_ns() + std::max<std::int64_t>(kMinGapNs, 20 * cost);
+  }
+  void report(ShmapIndexReport& r) const {
+    r.samples = samples_;
+    r.migrating_samples = migrating_samples_;
+    r.sample_cpu_s = static_cast<double>(cpu_ns_) / 1e9;
+  }
+
+ private:
+  static constexpr std::int64_t kMinGapNs = 10'000'000;
+  const shmap::Map& map_;
+  std::int64_t next_ns_ = 0;
+  unsigned samples_ = 0, migrating_samples_ = 0;
+  std::int64_t cpu_ns_ = 0;
+};
 
 void measure_shmap(const Context& ctx, const Workload& wl, const std::vector<OpStream>& streams, Measurement& m) {
   const std::string name = unique_name("");
   shmap::Map::remove(name);  // a stale segment of a killed earlier run with our pid
   const SegmentGuard guard(name, [](const std::string& n) { shmap::Map::remove(n); });
+  const unsigned workers = static_cast<unsigned>(streams.size());
+  const bool grow = m.impl == "shmap-grow";
 
   const std::int64_t t0 = now_ns();
   shmap::Options mo;
-  mo.capacity = ctx.keys.keys();
+  // Presized for every key live at once (no migration needed), except
+  // shmap-grow: the smallest first table (capacity 12: 16 slots) and the
+  // default 1 MiB arena, so the index and the arena grow while the workers
+  // insert.
+  const std::uint64_t live = wl.kind == WorkloadKind::insert ? ctx.keys.keys() : expected_live(wl, ctx.keys, workers);
+  mo.capacity = grow ? 12 : std::max<std::uint64_t>(1, live);
+  // The smallest help: a migration spans as many writes as it can, so the
+  // readers run next to it for as long as possible. The same for the
+  // baseline, whose map does not migrate, so that both maps are alike.
+  if (wl.one_writer()) mo.help_slots = 16;
   mo.hash_seed = fmix64(ctx.opts.seed ^ 0xb7e151628aed2a6bull);
   // The thread policy places the pages create itself writes; the policy on the
   // file places every other page, whoever touches it first.
@@ -239,22 +370,56 @@ void measure_shmap(const Context& ctx, const Workload& wl, const std::vector<OpS
   const std::string path = map.info().path;
   bind_file_or_throw(ctx.machine, path, m.mem);
   if (wl.preloaded()) preload_shmap(map, wl, ctx.keys);
+  ShmapTable parent{map};
+  preload_windows(parent, streams);
+  const shmap::Stats before = map.stats();  // no worker writes before go: the run's starting point
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
 
-  m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
-                      [&](unsigned w, StartGate& gate) {
-                        shmap::Map mine = shmap::Map::open(name);  // each worker maps it by name
-                        ShmapTable t{mine};
-                        const std::int64_t deadline = gate.arrive_and_wait();
-                        WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
-                        if (t.first_failure != Status::ok) o.note = std::string("first failure: ") + to_string(t.first_failure);
-                        return o;
-                      });
+  MigratingSampler sampler(map);
+  ParentProbe probe;
+  if (wl.one_writer()) probe = [&](std::int64_t start, std::int64_t deadline) { sampler(start, deadline); };
+  m.run = run_workers(
+      WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
+      [&](unsigned w, StartGate& gate) {
+        shmap::Map mine = shmap::Map::open(name);  // each worker maps it by name
+        ShmapTable t{mine};
+        const std::int64_t deadline = gate.arrive_and_wait();
+        WorkerOutcome o;
+        o.counts = dispatch(streams[w], t, deadline, sampler_for(wl, w, gate));
+        if (t.first_failure != Status::ok) o.note = std::string("first failure: ") + to_string(t.first_failure);
+        return o;
+      },
+      probe);
+  const shmap::Stats after = map.stats();
+  ShmapIndexReport& ix = m.index;
+  ix.taken = true;
+  ix.migrations_before = before.migrations;
+  ix.migrations_after = after.migrations;
+  ix.grown = after.grown - before.grown;
+  ix.shrunk = after.shrunk - before.shrunk;
+  ix.reclaimed_slots = after.reclaimed_slots - before.reclaimed_slots;
+  ix.index_slots = after.index_slots;
+  ix.index_table_bytes = after.index_table_bytes;
+  ix.arena_bytes = after.arena_bytes;
+  ix.live_keys = map.size();
+  ix.file_bytes = allocated_bytes(path);
+  sampler.report(ix);
+
   check_counts(wl, ctx.keys, m);
   verify_shmap(map, wl, ctx.keys, streams, m);
-  ShmapTable parent{map};
   check_counters(parent, wl, ctx.keys, m);
+  // A 16-slot table cannot hold more than 16 keys: the map must have grown.
+  if (grow && ix.live_keys > 16 && (ix.grown == 0 || ix.index_slots <= 16)) {
+    m.anomalies.push_back("shmap-grow holds " + std::to_string(ix.live_keys) + " keys but its index did not grow (" +
+                          std::to_string(ix.index_slots) + " slots)");
+  }
+  if ((grow || wl.fresh_keys()) && ix.live_keys <= kFsckMaxKeys) {
+    const shmap::FsckReport f = map.fsck();
+    if (!f.ok) {
+      m.anomalies.push_back("fsck after the run: " + std::to_string(f.violation_count) + " violations" +
+                            (f.violations.empty() ? "" : ", first: " + f.violations.front()));
+    }
+  }
   m.census = census_file(ctx.machine, path);
   m.census_taken = true;
 }
@@ -280,7 +445,7 @@ void measure_ideal(const Context& ctx, const Workload& wl, const std::vector<OpS
                         IdealTable<Ideal> t{table};  // the mapping is inherited through fork()
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
+                        o.counts = dispatch(streams[w], t, deadline, sampler_for(wl, w, gate));
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
@@ -308,18 +473,27 @@ void measure_std(const Context& ctx, const Workload& wl, const std::vector<OpStr
       locked->map.emplace(ctx.keys.key(i), preload_value(wl, ctx.keys, i, buf));
     }
   }
+  StdTable<Mutex> parent{*locked};
+  preload_windows(parent, streams);
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
   m.run = run_workers(WorkerMode::threads, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
                       [&](unsigned w, StartGate& gate) {
                         StdTable<Mutex> t{*locked};
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, t, streams[w], deadline, sampler_of(gate));
+                        o.counts = dispatch(streams[w], t, deadline, sampler_for(wl, w, gate));
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
-  StdTable<Mutex> parent{*locked};
   check_counters(parent, wl, ctx.keys, m);
+  if (wl.kind == WorkloadKind::churn) {
+    const std::uint64_t expected = expected_live(wl, ctx.keys, static_cast<unsigned>(streams.size()));
+    if (locked->map.size() != expected) {
+      m.anomalies.push_back("size() is " + std::to_string(locked->map.size()) + " after the run, expected " +
+                            std::to_string(expected));
+    }
+    verify_windows(parent, streams, m);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -333,7 +507,8 @@ void measure_boost(const Context& ctx, const Workload& wl, const std::vector<OpS
   const std::int64_t t0 = now_ns();
   std::optional<BoostIpcMap> table;
   with_thread_membind(ctx.machine, m.mem, [&] {
-    table.emplace(boost::interprocess::create_only, name, ctx.keys.keys());
+    table.emplace(boost::interprocess::create_only, name,
+                  std::max(ctx.keys.keys(), expected_live(wl, ctx.keys, static_cast<unsigned>(streams.size()))));
     return 0;
   });
   bind_area_or_throw(ctx.machine, table->base(), table->bytes(), m.mem);
@@ -344,22 +519,26 @@ void measure_boost(const Context& ctx, const Workload& wl, const std::vector<OpS
       if (!table->insert(k, preload_value(wl, ctx.keys, i, buf))) throw std::runtime_error("boost-ipc preload failed");
     }
   }
+  preload_windows(*table, streams);
   m.setup_seconds = static_cast<double>(now_ns() - t0) / 1e9;
   m.run = run_workers(WorkerMode::processes, ctx.machine, m.plan, ctx.opts.duration_s, ctx.opts.latency_sample,
                       [&](unsigned w, StartGate& gate) {
                         BoostIpcMap mine(boost::interprocess::open_only, name);  // each worker maps it by name
                         const std::int64_t deadline = gate.arrive_and_wait();
                         WorkerOutcome o;
-                        o.counts = dispatch(wl.kind, mine, streams[w], deadline, sampler_of(gate));
+                        o.counts = dispatch(streams[w], mine, deadline, sampler_for(wl, w, gate));
                         return o;
                       });
   check_counts(wl, ctx.keys, m);
-  const std::uint64_t expected = wl.kind == WorkloadKind::insert ? writes_ok(m) : ctx.keys.keys();
+  const std::uint64_t expected = wl.kind == WorkloadKind::insert
+                                     ? writes_ok(m)
+                                     : expected_live(wl, ctx.keys, static_cast<unsigned>(streams.size()));
   if (table->size() != expected) {
     m.anomalies.push_back("size() is " + std::to_string(table->size()) + " after the run, expected " +
                           std::to_string(expected));
   }
   check_counters(*table, wl, ctx.keys, m);
+  verify_windows(*table, streams, m);
   m.census = census_file(ctx.machine, "/dev/shm" + name);
   m.census_taken = true;
 }
@@ -374,7 +553,31 @@ void install_cleanup_handlers() {
 
 bool threaded(const std::string& impl) { return impl.starts_with("std-"); }
 
+bool is_shmap(const std::string& impl) {
+  return impl == "shmap" || impl == "shmap-grow";
+}
+
+bool quiet_skip(const std::string& impl, const Workload& wl) {
+  return (impl == "std-shared_mutex" && !wl.reads()) || (impl == "shmap-grow" && wl.kind != WorkloadKind::insert);
+}
+
 bool applies(const std::string& impl, const Workload& wl, const KeySpace& ks, std::string* why) {
+  if (wl.fresh_keys() && ks.key_bytes() < 8) {
+    if (why) *why = wl.name + " inserts fresh keys beyond the key space: needs keys of at least 8 bytes";
+    return false;
+  }
+  if (impl == "shmap-grow" && wl.kind != WorkloadKind::insert) {
+    if (why) *why = "shmap-grow (shmap grown from 16 slots) is measured on the insert workload only";
+    return false;
+  }
+  if (wl.one_writer() && impl != "shmap") {
+    if (why) *why = wl.name + " measures shmap's gets next to its own index migration: shmap only";
+    return false;
+  }
+  if (wl.kind == WorkloadKind::churn && impl.starts_with("ideal-")) {
+    if (why) *why = impl + " cannot erase (no deleted marker)";
+    return false;
+  }
   if ((impl.starts_with("ideal-") || impl == "boost-ipc") && (ks.key_bytes() != 8 || ks.value_bytes() != 8)) {
     if (why) *why = impl + " needs 8-byte keys and values";
     return false;
@@ -384,6 +587,21 @@ bool applies(const std::string& impl, const Workload& wl, const KeySpace& ks, st
     return false;
   }
   return true;
+}
+
+double readers_mops(const Measurement& m) {
+  std::uint64_t ops = 0;
+  double seconds = 0;
+  for (std::size_t w = 1; w < m.run.workers.size(); ++w) {
+    ops += m.run.workers[w].counts.ops;
+    seconds = std::max(seconds, m.run.workers[w].seconds);
+  }
+  return seconds > 0 ? static_cast<double>(ops) / seconds / 1e6 : 0;
+}
+
+double writer_mops(const Measurement& m) {
+  if (m.run.workers.empty() || m.run.workers[0].seconds <= 0) return 0;
+  return static_cast<double>(m.run.workers[0].counts.ops) / m.run.workers[0].seconds / 1e6;
 }
 
 Measurement measure(const Context& ctx, const std::string& impl, const Workload& wl, unsigned repeat,
@@ -398,7 +616,7 @@ Measurement measure(const Context& ctx, const std::string& impl, const Workload&
   m.threads = threaded(impl) ? n : 1;
   try {
     m.mem = plan_membind(ctx.machine.topology(), ctx.opts.membind, plan);
-    if (impl == "shmap") {
+    if (is_shmap(impl)) {
       measure_shmap(ctx, wl, streams, m);
     } else if (impl == "ideal-shm") {
       measure_ideal<IdealShm>(ctx, wl, streams, m);

@@ -16,6 +16,10 @@ constexpr const char* kUsage = R"(usage: shmap-bench [options]
 Measures shmap's throughput and latency with P forked processes sharing one
 map, next to baselines run in the same binary on the same key streams:
   shmap             shmap::Map opened by name in every worker process
+  shmap-grow        the same, created at 16 slots (capacity 12, a 1 MiB arena)
+                    so it grows while the workers insert (insert workload
+                    only; the insert table shows shmap-grow / shmap against
+                    its target, >= 0.5x)
   ideal-shm         an unsafe linear-probing table of 16-byte inline slots in a
                     MAP_SHARED mapping, same worker processes: the ceiling for
                     get (8-byte keys and values only)
@@ -32,8 +36,8 @@ map, next to baselines run in the same binary on the same key streams:
                     interprocess_sharable_mutex (gets shared, writes
                     exclusive), opened by name in every worker process (8-byte
                     keys and values only)
-Every workload runs with 1 worker and with P workers; each measurement is
-repeated and the median reported with its min-max, shmap's ratio to each
+Every workload runs with 1 worker and with P workers (get-migrating and
+get-with-writer with P only); each measurement is repeated and the median reported with its min-max, shmap's ratio to each
 baseline at the same worker count, and the p50/p99/p99.9 latency of the
 sampled operations (all repeats merged).
 
@@ -61,9 +65,36 @@ options:
                                    under the lock; ideal-*: an atomic fetch_add
                                    on the slot's value); the counters must sum
                                    to the increments afterwards
+                      not in the default run (opt in by name):
+                        get-migrating    shmap only, P >= 2 workers: worker 0
+                                   inserts fresh keys and erases each one
+                                   --writer-window inserts later, so the index
+                                   keeps rebuilding at the same size (map
+                                   created with help_slots 16, so a migration
+                                   spans many writes); workers 1.. get uniform
+                                   random preloaded keys. Reports the readers'
+                                   gets/s, the migrations completed in the run
+                                   and the fraction of the parent's samples of
+                                   stats() (at least 10 ms apart) that found a
+                                   migration running
+                        get-with-writer  its baseline: worker 0 does
+                                   insert_or_assign of preloaded keys instead
+                                   (no migration); with both, the ratio of the
+                                   readers' gets/s is printed
+                        churn      every worker inserts fresh keys and erases
+                                   each one --churn-window of its inserts
+                                   later, into a map created for the live
+                                   keys; Mops/s counts an insert and an erase
+                                   as one op each; shmap's bytes per live key
+                                   (the segment file's allocated blocks)
+                                   are printed next to the get workload's
+                                   presized map and key+value
   --zipf-theta T      skew of zipf workloads, 0 <= T < 1; default 0.99
   --counter-keys K    counters of the counter workload (1..N); default 8
-  --impls LIST        comma-separated subset of shmap, ideal-shm,
+  --churn-window W    churn: live keys per worker; default --keys / workers
+                      (so the live set is --keys, like the get workload's map)
+  --writer-window W   get-migrating: the writer's live fresh keys; default 1000
+  --impls LIST        comma-separated subset of shmap, shmap-grow, ideal-shm,
                       ideal-indirect, std-mutex, std-shared_mutex, boost-ipc;
                       default all that apply
   --json PATH         write every measurement as JSON; default
@@ -107,7 +138,10 @@ options:
   -h, --help          this text
 
 Method: keys and operation streams (zipfian ones included) are generated
-before the timed region; workers start together on a spin barrier in shared
+before the timed region (except the fresh keys of churn and of the
+get-migrating writer: two fmix64 per operation in the loop, since a cycled
+stream would re-insert keys into their own old slots and stop the
+migrations); workers start together on a spin barrier in shared
 memory and stop at a common deadline; Mops/s = all workers' operations /
 (common start to last worker's end). Every measurement uses a fresh table
 (shmap: a fresh segment). Latency samples are fenced, so they include the
@@ -134,7 +168,7 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
 }  // namespace
 
 const std::vector<std::string>& all_impls() {
-  static const std::vector<std::string> impls{"shmap",     "ideal-shm",        "ideal-indirect",
+  static const std::vector<std::string> impls{"shmap",     "shmap-grow",       "ideal-shm", "ideal-indirect",
                                               "std-mutex", "std-shared_mutex", "boost-ipc"};
   return impls;
 }
@@ -219,6 +253,12 @@ std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
         return fail("--zipf-theta must be a number in [0, 1)");
     } else if (arg == "--counter-keys") {
       if (!parse_number(value, o.counter_keys) || o.counter_keys < 1) return fail("--counter-keys must be at least 1");
+    } else if (arg == "--churn-window") {
+      if (!parse_number(value, o.churn_window) || o.churn_window < 1 || o.churn_window > (std::uint64_t{1} << 32))
+        return fail("--churn-window must be 1..2^32");
+    } else if (arg == "--writer-window") {
+      if (!parse_number(value, o.writer_window) || o.writer_window < 1 || o.writer_window > (std::uint64_t{1} << 32))
+        return fail("--writer-window must be 1..2^32");
     } else if (arg == "--repeat") {
       if (!parse_number(value, o.repeat) || o.repeat < 1 || o.repeat > 1000) return fail("--repeat must be 1..1000");
     } else if (arg == "--synthetic") {
@@ -231,6 +271,8 @@ std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
   for (std::string_view w : split(workloads, ',')) {
     auto wl = parse_workload(w, o.zipf_theta, o.counter_keys);
     if (!wl) return fail("unknown workload \"" + std::string(w) + "\"; workloads are " + workload_syntax());
+    if (wl->kind == WorkloadKind::churn) wl->window = o.churn_window;
+    if (wl->kind == WorkloadKind::get_migrating) wl->window = o.writer_window;
     o.workloads.push_back(*wl);
   }
   if (impls.empty()) {

@@ -26,6 +26,8 @@ struct Options {
   std::uint32_t latency_sample = 256;  // time every N-th operation (a power of two); 0 = none
   double zipf_theta = 0.99;
   unsigned counter_keys = 8;
+  std::uint64_t churn_window = 0;      // churn: live keys per worker; 0 = --keys / workers
+  std::uint64_t writer_window = 1000;  // get-migrating: the writer's live fresh keys
   unsigned repeat = 3;
   bool plan_only = false;
   std::string synthetic;  // hwloc synthetic topology for --plan-only

@@ -35,6 +35,10 @@ struct Summary {
 std::optional<Summary> summarize(const std::vector<Measurement>& all, const std::string& workload,
                                  const std::string& impl, unsigned workers);
 
+// The same over any per-measurement figure (e.g. readers_mops).
+std::optional<Summary> summarize_by(const std::vector<Measurement>& all, const std::string& workload,
+                                    const std::string& impl, unsigned workers, double (*figure)(const Measurement&));
+
 // The sampled latencies of those measurements, merged over the repeats.
 LatencySummary summarize_latency(const std::vector<Measurement>& all, const std::string& workload,
                                  const std::string& impl, unsigned workers);
@@ -43,6 +47,36 @@ LatencySummary summarize_latency(const std::vector<Measurement>& all, const std:
 // shmap's ratio to each baseline at the same worker count.
 std::string format_table(const Workload& wl, const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
                          const std::vector<std::string>& impls, std::uint64_t keys);
+
+// The table of a one-writer workload (get-migrating, get-with-writer): the
+// readers' gets/s, the writer's ops/s, the migrations each run completed and
+// the parent's samples of stats().migrating.
+std::string format_writer_table(const Workload& wl, const std::vector<Measurement>& all,
+                                const std::vector<unsigned>& counts, const std::vector<std::string>& impls,
+                                std::uint64_t keys);
+
+// A ratio between two sets of measurements of this run (other
+// implementations or other workloads), with the target it is held to, if any.
+struct Comparison {
+  std::string name;   // "insert: shmap-grow / shmap"
+  std::string after;  // the workload whose table it is printed under (the later of the two)
+  unsigned workers = 0;
+  double ratio = 0;
+  double target = 0;   // > 0: the ratio should be at least this
+  std::string detail;  // the figures behind the ratio, for the printed line
+  bool met() const { return target <= 0 || ratio >= target; }
+};
+
+// Every comparison the measurements so far allow: insert grown from 16 slots
+// against presized (shmap-grow / shmap, target >= 0.5x), the readers' gets/s
+// during migrations against without (get-migrating / get-with-writer), and
+// shmap's memory per live key after churn against the get workload's
+// presized map.
+std::vector<Comparison> comparisons(const std::vector<Workload>& workloads, const std::vector<Measurement>& all,
+                                    const std::vector<unsigned>& counts, const Options& o);
+
+// The lines of those printed under workload `after`'s table.
+std::string format_comparisons(const std::vector<Comparison>& cs, const std::string& after);
 
 // Where the pages of each implementation's table were after the last clean
 // repeat with the most workers, and the policy that put them there.
@@ -54,6 +88,10 @@ std::string format_memory(const Workload& wl, const std::vector<Measurement>& al
 // measurement; a CPU other than the planned one is flagged.
 std::string format_placement_check(const std::vector<Measurement>& all, const std::vector<unsigned>& counts,
                                    const Topology& topo);
+
+// The worker counts a workload runs with: 1 and P, or P alone (P >= 2) for
+// the one-writer workloads, which need a reader besides the writer.
+std::vector<unsigned> counts_for(const Workload& wl, const std::vector<unsigned>& counts);
 
 std::string to_json(const RunInfo& info, const Options& o, const Topology& topo, PinPolicy pin,
                     const std::vector<unsigned>& counts, const std::vector<Measurement>& all);

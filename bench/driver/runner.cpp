@@ -175,8 +175,8 @@ void sleep_ms(long ms) {
 
 }  // namespace
 
-RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan,
-                      double duration_s, std::uint32_t sample_period, const WorkerBody& body) {
+RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan, double duration_s,
+                      std::uint32_t sample_period, const WorkerBody& body, const ParentProbe& probe) {
   const unsigned n = static_cast<unsigned>(plan.size());
   if (n == 0 || n > kMaxWorkers) throw std::invalid_argument("worker count must be 1.." + std::to_string(kMaxWorkers));
   ControlMapping c(n);
@@ -249,6 +249,7 @@ RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector
         reap(true);
         break;
       }
+      if (probe && !aborted) probe(c->start_ns, c->deadline_ns);
       sleep_ms(1);
     }
   } else {

@@ -107,13 +107,21 @@ struct RunResult {
 
 enum class WorkerMode { processes, threads };
 
+// Called by the parent about once a millisecond while forked workers run
+// (from go until the last one exits), with the common start and deadline:
+// observation of the shared table from outside the timed loops (e.g. sampling
+// shmap's stats()). Whatever it costs is CPU time taken from the machine the
+// workers run on, so a measurement and its baseline should probe alike.
+using ParentProbe = std::function<void(std::int64_t start_ns, std::int64_t deadline_ns)>;
+
 inline constexpr unsigned kMaxWorkers = 256;
 
 // Runs plan.size() workers. `duration_s` bounds each timed loop; every
-// `sample_period`-th operation's latency is recorded (0 = none). Never throws
-// for a worker failure (see RunResult::errors); throws std::system_error if the
-// control block cannot be mapped or a process cannot be forked.
-RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan,
-                      double duration_s, std::uint32_t sample_period, const WorkerBody& body);
+// `sample_period`-th operation's latency is recorded (0 = none). `probe`, if
+// set, runs in the parent while forked workers run (not with threads). Never
+// throws for a worker failure (see RunResult::errors); throws std::system_error
+// if the control block cannot be mapped or a process cannot be forked.
+RunResult run_workers(WorkerMode mode, const Machine& machine, const std::vector<Placement>& plan, double duration_s,
+                      std::uint32_t sample_period, const WorkerBody& body, const ParentProbe& probe = {});
 
 }  // namespace shmap::bench

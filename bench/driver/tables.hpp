@@ -7,6 +7,7 @@
 //   bool assign(std::string_view key, std::string_view value)   insert_or_assign; true if it took effect
 //   bool add(std::string_view key, std::int64_t delta)          adds to the 8-byte integer value of a
 //                                                              present key; true if it took effect
+//   bool erase(std::string_view key)                            true if this call erased the key (churn)
 #pragma once
 
 #include <sys/mman.h>
@@ -51,6 +52,13 @@ template <WorkloadKind Kind, class Table>
     if (table.insert(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
   } else if constexpr (Kind == WorkloadKind::counter) {
     if (table.add(s.key(i), 1)) ++c.writes_ok; else ++c.writes_failed;
+  } else if constexpr (Kind == WorkloadKind::churn) {
+    // Table is a ChurnTable: even operations insert a fresh key, odd ones
+    // erase the key inserted `window` pairs earlier; both must take effect.
+    if (table.step(i))
+      ++c.writes_ok;
+    else
+      ++c.writes_failed;
   } else if constexpr (Kind == WorkloadKind::mixed) {
     if (s.is_write[i]) {
       if (table.assign(s.key(i), s.value(i))) ++c.writes_ok; else ++c.writes_failed;
@@ -134,17 +142,50 @@ LoopCounts run_sampled(Table& t, const OpStream& s, std::int64_t deadline_ns, La
   return run_loop<Kind, false>(t, s, deadline_ns, sampler);
 }
 
-// The loop for a workload kind.
+// The churn loop's adapter: generates the fresh keys of a stream's FreshKeys
+// (workload.hpp) in order, into buffers it reuses, and runs them on Table.
 template <class Table>
-LoopCounts dispatch(WorkloadKind kind, Table& t, const OpStream& s, std::int64_t deadline_ns, LatencySampler sampler) {
-  switch (kind) {
+struct ChurnTable {
+  Table& t;
+  const FreshKeys& fresh;
+  std::uint64_t pair = 0;  // pairs done
+  std::string key, value;
+
+  ChurnTable(Table& table, const FreshKeys& f)
+      : t(table), fresh(f), key(f.ks.key_bytes(), '\0'), value(f.ks.value_bytes(), '\0') {}
+
+  // Operation i of the loop: the loop runs them in order, and wraps at an
+  // even count, so i's parity says which half of the pair it is.
+  bool step(std::size_t i) {
+    if ((i & 1) == 0) {
+      const std::uint64_t k = fresh.index(pair + fresh.window);
+      fresh.ks.key(k, key.data());
+      fresh.ks.value(k, value.data());
+      return t.insert(key, value);
+    }
+    fresh.ks.key(fresh.index(pair++), key.data());
+    return t.erase(key);
+  }
+};
+
+// The loop of a stream (OpStream::loop).
+template <class Table>
+LoopCounts dispatch(const OpStream& s, Table& t, std::int64_t deadline_ns, LatencySampler sampler) {
+  switch (s.loop) {
     case WorkloadKind::get:
     case WorkloadKind::get_miss: return run_sampled<WorkloadKind::get>(t, s, deadline_ns, sampler);
     case WorkloadKind::insert: return run_sampled<WorkloadKind::insert>(t, s, deadline_ns, sampler);
     case WorkloadKind::mixed: return run_sampled<WorkloadKind::mixed>(t, s, deadline_ns, sampler);
     case WorkloadKind::counter: return run_sampled<WorkloadKind::counter>(t, s, deadline_ns, sampler);
+    case WorkloadKind::churn: {
+      ChurnTable<Table> churn(t, *s.fresh);
+      return run_sampled<WorkloadKind::churn>(churn, s, deadline_ns, sampler);
+    }
+    case WorkloadKind::get_migrating:
+    case WorkloadKind::get_with_writer:
+      break;  // workloads, never a stream's loop
   }
-  throw std::logic_error("unknown workload kind");
+  throw std::logic_error("no timed loop for this stream");
 }
 
 // ---------------------------------------------------------------------------
@@ -160,6 +201,7 @@ struct ShmapTable {
     return note(map.insert_or_assign(key, value));
   }
   bool add(std::string_view key, std::int64_t delta) { return note(map.fetch_add(key, delta).status); }
+  bool erase(std::string_view key) { return map.erase(key); }
 
  private:
   bool note(Status s) {
@@ -221,6 +263,13 @@ struct StdTable {
     std::memcpy(&v, it->second.data(), sizeof v);
     v = static_cast<std::int64_t>(static_cast<std::uint64_t>(v) + static_cast<std::uint64_t>(delta));
     std::memcpy(it->second.data(), &v, sizeof v);
+    return true;
+  }
+  bool erase(std::string_view key) {
+    std::lock_guard lock(m.mu);
+    const auto it = m.map.find(key);
+    if (it == m.map.end()) return false;
+    m.map.erase(it);
     return true;
   }
 
@@ -474,6 +523,9 @@ struct IdealTable {
   bool insert(std::string_view key, std::string_view value) { return t.insert(word(key), word(value)); }
   bool assign(std::string_view key, std::string_view value) { return t.assign(word(key), word(value)); }
   bool add(std::string_view key, std::int64_t delta) { return t.add(word(key), static_cast<std::uint64_t>(delta)); }
+  // The ideal tables have no deleted marker: churn does not apply to them
+  // (measure.cpp, applies), so this is never reached.
+  bool erase(std::string_view) { throw std::logic_error("the ideal tables cannot erase"); }
 
  private:
   // The ideal tables take 8-byte keys and values only (checked before they are used).

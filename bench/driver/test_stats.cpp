@@ -197,3 +197,41 @@ TEST_CASE("A zipf stream draws preloaded keys, the hottest at its probability", 
   for (const auto& [k, c] : present) hottest = std::max(hottest, c);
   CHECK(static_cast<double>(hottest) / static_cast<double>(total) == Approx(1 / zeta(1000, 0.99)).epsilon(0.03));
 }
+
+TEST_CASE("The migration workloads give worker 0 the writer's stream and the others gets", "[stats]") {
+  const KeySpace ks(1000, 8, 8, 1);
+  const auto mig = parse_workload("get-migrating");
+  REQUIRE(mig);
+  CHECK(mig->one_writer());
+  CHECK(mig->fresh_keys());
+  CHECK(mig->window_for(1000, 2) == 1000);  // the default window: 1000 whatever --keys
+  const OpStream writer = make_stream(ks, *mig, 2, 0, 5);
+  CHECK(writer.loop == WorkloadKind::churn);
+  REQUIRE(writer.fresh);
+  CHECK(writer.count % 512 == 0);  // even and block-aligned: the loop stops between an insert and the next
+  CHECK(make_stream(ks, *mig, 2, 1, 5).loop == WorkloadKind::get);
+  const auto base = parse_workload("get-with-writer");
+  REQUIRE(base);
+  CHECK_FALSE(base->fresh_keys());
+  const OpStream assigner = make_stream(ks, *base, 3, 0, 5);
+  CHECK(assigner.loop == WorkloadKind::mixed);
+  CHECK(std::all_of(assigner.is_write.begin(), assigner.is_write.end(), [](std::uint8_t w) { return w == 1; }));
+  CHECK(make_stream(ks, *base, 3, 2, 5).loop == WorkloadKind::get);
+  for (const char* bad : {"zipf-churn", "zipf-get-migrating", "churn/10"}) CHECK_FALSE(parse_workload(bad));
+}
+
+TEST_CASE("Churn keys are new for the whole run, disjoint between workers and outside the key space", "[stats]") {
+  const KeySpace ks(1000, 8, 8, 1);
+  const auto wl = parse_workload("churn");
+  REQUIRE(wl);
+  CHECK(wl->window_for(1000, 4) == 250);  // derived: the live set is --keys
+  std::set<std::string> seen;
+  for (std::uint64_t i = 0; i < 2 * ks.keys(); ++i) seen.insert(ks.key(i));
+  for (unsigned w = 0; w < 4; ++w) {
+    const OpStream s = make_stream(ks, *wl, 4, w, 5);
+    REQUIRE(s.fresh);
+    CHECK(s.fresh->window == 250);
+    // Far more keys than one pass of the loop: a cycled key would re-find its old slot.
+    for (std::uint64_t n = 0; n < 3 * s.count; n += 97) REQUIRE(seen.insert(ks.key(s.fresh->index(n))).second);
+  }
+}

@@ -51,6 +51,13 @@ std::optional<Workload> parse_workload(std::string_view s, double theta, unsigne
   } else if (w.dist == KeyDist::uniform && mix == "counter") {
     w.kind = WorkloadKind::counter;
     w.get_percent = 0;
+  } else if (w.dist == KeyDist::uniform && mix == "get-migrating") {
+    w.kind = WorkloadKind::get_migrating;
+  } else if (w.dist == KeyDist::uniform && mix == "get-with-writer") {
+    w.kind = WorkloadKind::get_with_writer;
+  } else if (w.dist == KeyDist::uniform && mix == "churn") {
+    w.kind = WorkloadKind::churn;
+    w.get_percent = 0;
   } else if (const auto slash = mix.find('/'); slash != std::string_view::npos) {
     unsigned r = 0, wr = 0;
     if (!parse_percent(mix.substr(0, slash), r) || !parse_percent(mix.substr(slash + 1), wr) || r + wr != 100) {
@@ -66,7 +73,7 @@ std::optional<Workload> parse_workload(std::string_view s, double theta, unsigne
 
 const char* workload_syntax() {
   return "get | get-miss | insert | R/W (R% get, W% insert_or_assign, R+W=100, e.g. 90/10) | zipf | "
-         "zipf-R/W (e.g. zipf-90/10) | counter";
+         "zipf-R/W (e.g. zipf-90/10) | counter | get-migrating | get-with-writer | churn";
 }
 
 std::string Workload::description(std::uint64_t keys) const {
@@ -89,8 +96,32 @@ std::string Workload::description(std::uint64_t keys) const {
     case WorkloadKind::counter:
       return "fetch_add(1) on " + std::to_string(counter_keys) + " hot counter keys (uniform among them), " + n +
              " keys preloaded";
+    case WorkloadKind::get_migrating:
+      return "worker 0 inserts fresh keys and erases each " + std::to_string(window_for(keys, 2)) +
+             " inserts later (the index keeps migrating: a grow to the live keys' size, then same-size rebuilds; "
+             "help_slots 16) while the others get uniform random keys of " +
+             n + " preloaded (all hits)";
+    case WorkloadKind::get_with_writer:
+      return "worker 0 does insert_or_assign of uniform random preloaded keys (no migration, help_slots 16) while "
+             "the others get uniform random keys of " +
+             n + " preloaded (all hits)";
+    case WorkloadKind::churn:
+      return "each worker inserts fresh keys and erases each " + (window ? std::to_string(window) : n + "/workers") +
+             " of its inserts later, into a map created for the live keys (an op is one insert or one erase)";
   }
   return name;
+}
+
+std::uint64_t Workload::window_for(std::uint64_t keys, unsigned workers) const {
+  if (window > 0) return window;
+  if (kind == WorkloadKind::churn) return std::max<std::uint64_t>(1, keys / std::max(workers, 1u));
+  return 1000;
+}
+
+std::uint64_t Workload::live_fresh(std::uint64_t keys, unsigned workers) const {
+  if (kind == WorkloadKind::churn) return window_for(keys, workers) * workers;
+  if (kind == WorkloadKind::get_migrating) return window_for(keys, workers);
+  return 0;
 }
 
 double zeta(std::uint64_t n, double theta) {
@@ -210,11 +241,24 @@ OpStream make_stream(const KeySpace& ks, const Workload& wl, unsigned workers, u
     return rng.below(ks.keys());
   };
 
-  switch (wl.kind) {
+  // get-migrating and get-with-writer: worker 0 is the writer, the others read.
+  WorkloadKind kind = wl.kind;
+  if (wl.one_writer()) {
+    if (w > 0) {
+      kind = WorkloadKind::get;
+    } else if (wl.kind == WorkloadKind::get_with_writer) {
+      kind = WorkloadKind::mixed;  // a mix with no gets: insert_or_assign of present keys
+    } else {
+      kind = WorkloadKind::churn;
+    }
+  }
+  s.loop = kind == WorkloadKind::get_miss ? WorkloadKind::get : kind;
+
+  switch (kind) {
     case WorkloadKind::get:
     case WorkloadKind::get_miss: {
       reserve(stream_length(ks), false);
-      const std::uint64_t first = wl.kind == WorkloadKind::get ? 0 : ks.keys();
+      const std::uint64_t first = kind == WorkloadKind::get ? 0 : ks.keys();
       for (std::size_t op = 0; op < s.count; ++op) put_key(op, first + pick());
       break;
     }
@@ -228,7 +272,7 @@ OpStream make_stream(const KeySpace& ks, const Workload& wl, unsigned workers, u
       s.is_write.resize(s.count);
       for (std::size_t op = 0; op < s.count; ++op) {
         put_key(op, pick());
-        s.is_write[op] = rng.below(100) >= wl.get_percent ? 1 : 0;
+        s.is_write[op] = wl.kind == WorkloadKind::get_with_writer || rng.below(100) >= wl.get_percent ? 1 : 0;
         fill(s.values.data() + op * s.value_bytes, s.value_bytes, rng.next());
       }
       break;
@@ -243,6 +287,16 @@ OpStream make_stream(const KeySpace& ks, const Workload& wl, unsigned workers, u
       }
       break;
     }
+    case WorkloadKind::churn: {
+      // Every worker of churn churns; of get-migrating only worker 0.
+      const bool all = wl.kind == WorkloadKind::churn;
+      s.fresh = FreshKeys{ks, all ? workers : 1u, all ? w : 0u, wl.window_for(ks.keys(), workers)};
+      s.count = std::size_t{1} << 20;  // even, and a multiple of every block: the loop stops between pairs
+      break;
+    }
+    case WorkloadKind::get_migrating:
+    case WorkloadKind::get_with_writer:
+      break;  // mapped to the loops above
   }
   return s;
 }

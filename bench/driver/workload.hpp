@@ -4,6 +4,9 @@
 // Key i (0 <= i < 2N) of the key space is a fixed byte string of --key-bytes
 // bytes; keys [0, N) are the "present" set (preloaded for get and mixes, and
 // sliced between workers for insert), keys [N, 2N) are never inserted (get-miss).
+// Keys from 2N on are "fresh": churn and the get-migrating writer insert and
+// erase them (a disjoint range per worker), so they never collide with the
+// present set the readers check.
 // The first 8 bytes of a key are a bijective mix of i, so keys are unique, look
 // uniformly random to any hash, and are never all-zero (the ideal table's EMPTY).
 //
@@ -30,6 +33,16 @@ enum class WorkloadKind {
   insert,    // every worker inserts its own disjoint slice of the keys into an empty map
   mixed,     // present keys: get with probability get_percent, else insert_or_assign
   counter,   // fetch_add(1) on one of the first counter_keys present keys (uniform among them)
+  // Worker 0 inserts fresh keys and erases each `window` inserts later (so the
+  // index keeps rebuilding at the same size: a migration runs for a good part
+  // of the time); the other workers get uniform random present keys.
+  get_migrating,
+  // Its baseline: worker 0 does insert_or_assign of uniform random present keys
+  // (no key is added or dropped: no migration); the others get as above.
+  get_with_writer,
+  // Every worker inserts fresh keys and erases each `window` inserts later:
+  // `window` live keys per worker, into a map created for all of them.
+  churn,
 };
 
 enum class KeyDist { uniform, zipf };
@@ -41,20 +54,35 @@ struct Workload {
   KeyDist dist = KeyDist::uniform;  // get and mixed
   double theta = 0.99;              // zipf only
   unsigned counter_keys = 8;        // counter only: keys [0, counter_keys) are the counters
+  // churn and get-migrating: live fresh keys per churning worker (each key is
+  // erased `window` inserts after its insert); 0 = derived (window_for).
+  std::uint64_t window = 0;
 
-  bool preloaded() const { return kind != WorkloadKind::insert; }
-  bool reads() const { return kind != WorkloadKind::insert && kind != WorkloadKind::counter; }
-  bool writes() const {
-    return kind == WorkloadKind::insert || kind == WorkloadKind::mixed || kind == WorkloadKind::counter;
+  bool preloaded() const { return kind != WorkloadKind::insert && kind != WorkloadKind::churn; }
+  bool reads() const {
+    return kind != WorkloadKind::insert && kind != WorkloadKind::counter && kind != WorkloadKind::churn;
   }
+  bool writes() const { return kind != WorkloadKind::get && kind != WorkloadKind::get_miss; }
+  // Worker 0 writes while the others read: measured only with 2 or more
+  // workers, and reported as the readers' gets/s.
+  bool one_writer() const { return kind == WorkloadKind::get_migrating || kind == WorkloadKind::get_with_writer; }
+  // Inserts keys beyond the key space (from 2N on).
+  bool fresh_keys() const { return kind == WorkloadKind::get_migrating || kind == WorkloadKind::churn; }
+  // The live window of each churning worker with `workers` workers: `window`
+  // if given, else churn: keys / workers (the live set is --keys, like the
+  // get workload's map), get-migrating: 1000.
+  std::uint64_t window_for(std::uint64_t keys, unsigned workers) const;
+  // Fresh keys live at once with `workers` workers: the windows of the churning workers.
+  std::uint64_t live_fresh(std::uint64_t keys, unsigned workers) const;
   // Key i is a counter: preloaded with an 8-byte zero instead of its value.
   bool counter_key(std::uint64_t i) const { return kind == WorkloadKind::counter && i < counter_keys; }
   std::string description(std::uint64_t keys) const;
 };
 
 // "get", "get-miss", "insert", "R/W" with R + W = 100 (R% get, W%
-// insert_or_assign), "zipf" (zipfian gets), "zipf-R/W" (a zipfian mix) or
-// "counter". `theta` and `counter_keys` parameterize zipf and counter.
+// insert_or_assign), "zipf" (zipfian gets), "zipf-R/W" (a zipfian mix),
+// "counter", "get-migrating", "get-with-writer" or "churn". `theta` and
+// `counter_keys` parameterize zipf and counter (the window is set by the caller).
 std::optional<Workload> parse_workload(std::string_view s, double theta = 0.99, unsigned counter_keys = 8);
 // The names parse_workload accepts, for --help and error messages.
 const char* workload_syntax();
@@ -137,7 +165,39 @@ class KeySpace {
 
 // The operations of one worker, laid out in the order it performs them so the
 // timed loop reads them sequentially (no key generation, no indirection).
+// The fresh keys of a churning worker (churn, the get-migrating writer),
+// generated in its timed loop rather than laid out in a stream: a key
+// inserted again after its erase would find its own slot (a key's slot stays
+// its own, DELETED, until the table is migrated), so a cycled stream would
+// stop claiming index slots and the migrations would stop; every key must be
+// new for the whole run. Generating one costs two fmix64 (key and value), a
+// few ns against a write's hundreds, the same for every implementation.
+//
+// Fresh key number n is key 2N + n * stride + slot of the key space: the
+// workers' keys are disjoint and never a present or absent key. Pair g of the
+// run (g = 0, 1, ...) inserts number g + window and then erases number g, so
+// `window` keys are live throughout; numbers [0, window) are the window the
+// parent inserts before the run.
+struct FreshKeys {
+  KeySpace ks;
+  std::uint64_t stride = 1;  // churning workers
+  std::uint64_t slot = 0;    // this worker's place among them
+  std::uint64_t window = 0;
+
+  std::uint64_t index(std::uint64_t n) const { return 2 * ks.keys() + n * stride + slot; }
+};
+
+// The operations of one worker, laid out in the order it performs them so the
+// timed loop reads them sequentially (no key generation, no indirection).
 struct OpStream {
+  // The timed loop this stream runs (dispatch): get, insert, mixed, counter
+  // or churn. A workload's workers can run different loops (get-migrating:
+  // worker 0 churns, the others get).
+  WorkloadKind loop = WorkloadKind::get;
+  // churn loop only: the keys, generated in the loop; even operations insert,
+  // odd ones erase, and `count` only sets how often the loop wraps (no bytes
+  // are stored).
+  std::optional<FreshKeys> fresh;
   std::size_t key_bytes = 0;
   std::size_t value_bytes = 0;
   std::size_t count = 0;               // operations in the stream
