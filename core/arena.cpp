@@ -36,8 +36,40 @@ bool Arena::exhausted() const noexcept {
   const std::uint64_t top = atom(header_->arena_top.value).load(std::memory_order_relaxed);
   const std::uint64_t max = mapping_->max_arena_bytes();
   if (top > max || max - top < kCarveBytes) return true;
+  // After a failed growth or reservation: what is left is what is reserved.
   return std::atomic_ref<std::uint64_t>(grow_failed_).load(std::memory_order_relaxed) != 0 &&
-         bytes() - std::min(bytes(), top) < kCarveBytes;
+         reserved() - std::min(reserved(), top) < kCarveBytes;
+}
+
+std::uint64_t Arena::reserved() const noexcept {
+  // Acquire: pairs with the release CAS in reserve(); the blocks are
+  // allocated once the mark covers them.
+  return std::min(atom(header_->arena_reserved).load(std::memory_order_acquire), bytes());
+}
+
+bool Arena::reserve(std::uint64_t end) {
+  std::uint64_t cur = reserved();
+  if (end <= cur) return true;
+  const std::uint64_t size = bytes();
+  if (end > size) return false;
+  const std::uint64_t target = std::min(size, std::max(end, cur + kReserveAheadBytes));
+  if (!reserve_range(cur, target - cur)) return false;
+  SHMAP_FAULT("reserve: blocks allocated, mark not yet raised");
+  // Release: pairs with reserved()'s acquire. Raise only (a racing reserver
+  // with a smaller target loses the CAS and finds the larger mark).
+  cur = atom(header_->arena_reserved).load(std::memory_order_relaxed);
+  while (cur < target &&
+         !atom(header_->arena_reserved)
+              .compare_exchange_weak(cur, target, std::memory_order_release, std::memory_order_relaxed)) {
+  }
+  return true;
+}
+
+bool Arena::reserve_range(std::uint64_t offset, std::uint64_t bytes) {
+  if (mapping_->reserve(mapping_->fixed.arena_offset + offset, bytes) == 0) return true;
+  // Relaxed: process-local hint (see exhausted()).
+  std::atomic_ref<std::uint64_t>(grow_failed_).store(1, std::memory_order_relaxed);
+  return false;
 }
 
 std::uint64_t Arena::bytes() const noexcept {
@@ -324,6 +356,7 @@ bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
     if (block_bytes > arena - top) return false;
     const std::uint32_t n = std::min<std::uint64_t>(blocks_per_carve(block_bytes), (arena - top) / block_bytes);
     const std::uint64_t size = n * block_bytes;
+    if (!reserve(top + size)) return false;  // before the claim word's page is touched
     if (!in_bounds(top / 8, size)) corrupt("the arena is not mapped where its size says it is", top / 8);
     std::uint64_t* claim = block(top / 8);
     // Acquire: see help_bump.
@@ -383,6 +416,7 @@ bool Arena::carve_run(std::uint32_t ei, std::uint32_t slot, std::uint64_t pages)
       if (!grow(end)) return false;
       continue;
     }
+    if (!reserve(end)) return false;  // before the claim word's page is touched
     if (!in_bounds(top / 8, end - top)) corrupt("the arena is not mapped where its size says it is", top / 8);
     std::uint64_t* claim = block(top / 8);
     // Acquire: see help_bump.

@@ -32,6 +32,12 @@
 // clear entry.freeing. A local list past kLocalMax blocks (or any, once the
 // bump region is exhausted) donates a batch to the pool.
 //
+// RESERVATION. The file is sparse; before a carver touches the page at the
+// bump offset it makes sure the header's arena_reserved covers the chunk
+// (fallocate of the file blocks, then a CAS raising the mark), so a full
+// filesystem makes the carve fail (full_arena) instead of killing the
+// process with SIGBUS. Every other write lands in carved bytes.
+//
 // GROWTH. The arena's size is the header's arena_bytes, which only grows:
 // when the bump region cannot give a chunk, the carver extends the file
 // (Mapping::grow_file: nothing is committed but one granule, nothing moves)
@@ -98,6 +104,17 @@ class Arena {
   // Grows the arena so that it holds at least `end` bytes. False if max_bytes
   // or the filesystem does not allow it.
   bool grow(std::uint64_t end);
+  // Makes sure arena bytes [0, end) (end <= bytes()) have their file blocks
+  // allocated, reserving up to kReserveAheadBytes more, and raises the
+  // header's arena_reserved. False if the filesystem is full (ENOSPC): the
+  // caller must not touch those pages. Lock-free; a reserver killed anywhere
+  // leaves at most allocated blocks the mark does not cover yet.
+  bool reserve(std::uint64_t end);
+  // Allocates the file blocks of the arena range [offset, offset + bytes)
+  // without the mark (a retired run's pages, punched, before its reuse).
+  bool reserve_range(std::uint64_t offset, std::uint64_t bytes);
+  // The arena bytes whose file blocks are allocated (the header's mark).
+  std::uint64_t reserved() const noexcept;
   // Cuts the claimed chunk [offset, offset + bytes) into free blocks of class
   // `cls` linked in address order (the first header is written last, over the
   // claim). Idempotent.
@@ -155,7 +172,7 @@ class Arena {
   SegmentHeader* header_ = nullptr;
   char* base_ = nullptr;
   mutable std::uint64_t limit_ = 0;        // arena bytes this process has mapped (atomic_ref)
-  mutable std::uint64_t grow_failed_ = 0;  // the last growth failed (full filesystem or cap; atomic_ref)
+  mutable std::uint64_t grow_failed_ = 0;  // the last growth or reservation failed (full filesystem or cap; atomic_ref)
   RegistryEntry* entries_ = nullptr;
   std::string_view segment_;
 };

@@ -447,7 +447,18 @@ class Checker {
       return;
     }
     r_.carved_bytes = top - detail::kArenaFirstOffset;
-    if (top < m_.arena.bytes()) {
+    // Carving reserves before it claims: the bump offset never passes the
+    // reservation mark, and the mark never passes the arena's size.
+    const std::uint64_t reserved = load(m_.header->arena_reserved);
+    if (reserved > m_.arena.bytes())
+      violation("the arena's reservation mark (" + std::to_string(reserved) + ") lies past its size (" +
+                std::to_string(m_.arena.bytes()) + ")");
+    if (top > reserved)
+      violation("the arena bump offset (" + std::to_string(top) + ") lies past the reservation mark (" +
+                std::to_string(reserved) + "): carved pages without file blocks");
+    // The word at the bump offset is read only if its page is reserved (a
+    // read of a hole would allocate a page on tmpfs); a claim is always there.
+    if (top < std::min(reserved, m_.arena.bytes())) {
       const std::uint64_t w = load(m_.arena.block(top / 8)[0]);
       if (detail::CarveClaim::is_claim(w) && !(in_flight_chunk_.first == top))
         violation("a carve claim at the bump offset (" + std::to_string(top) + ") has no live carver");

@@ -55,10 +55,14 @@
 namespace shmap::detail {
 
 inline constexpr std::uint64_t kMagic = 0x0150414d48530a00ull;  // "\0\nSHMAP\1" little endian
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::size_t kHeaderBytes = 16384;
 inline constexpr std::size_t kPageBytes = 4096;
 inline constexpr std::size_t kSegmentAlign = std::size_t{2} << 20;
+// The arena's file blocks are allocated (fallocate) this far ahead of what
+// carving needs, so that a reservation is one system call per this many
+// bytes carved; a sparse arena commits at most this much beyond its use.
+inline constexpr std::uint64_t kReserveAheadBytes = std::uint64_t{64} << 10;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kArenaFirstOffset = 64;                   // offset 0 means "no record"
 inline constexpr std::uint64_t kMaxArenaBytes = std::uint64_t{1} << 35;  // 32-bit ref x 8 bytes
@@ -507,7 +511,11 @@ struct SegmentHeader {
   // The index directory: read by every operation, written once per migration.
   alignas(kCacheLine) std::uint64_t tables;  // TablesWord
   std::uint64_t arena_bytes;                 // the arena's current size (grows; the file covers it)
-  std::uint64_t pad1[6];
+  // Arena bytes [0, arena_reserved) have their file blocks allocated
+  // (fallocate): carving never touches a page past it, so a full filesystem
+  // is a failed reservation, never a SIGBUS. Only grows.
+  std::uint64_t arena_reserved;
+  std::uint64_t pad1[5];
   RunSlot runs[kRuns];
   IndexCounters counters;
   CacheLineCounter arena_top;     // next unused arena offset (bytes from arena base)

@@ -129,13 +129,13 @@ std::uint32_t Map::Impl::claim_entry() {
   }
   std::uint32_t e = 0;
   try {
-    e = detail::attach(header, registry, self, mapping.name);
+    e = detail::attach(mapping, self);
   } catch (const Error& err) {
     if (err.code() != make_error_code(errc::too_many_processes)) throw;
     // Entries of dead processes are released by recovering them; that needs
     // an entry of our own, so borrow nothing and just retry after.
     recover_dead(detail::kRegistryEntries);
-    e = detail::attach(header, registry, self, mapping.name);
+    e = detail::attach(mapping, self);
   }
   // Relaxed: process-local bookkeeping.
   entries->owned[e / 64].fetch_or(std::uint64_t{1} << (e % 64), std::memory_order_relaxed);

@@ -208,6 +208,14 @@ bool Map::Impl::start_migration(std::uint32_t e, TablesWord t, const Index& cur)
       ceil_log2(std::max<std::uint64_t>(1, std::uint64_t(live) * 8 / 3)), min_log2, detail::kMaxTableLog2);
   const std::uint64_t pages = detail::table_pages(log2, mapping.fixed.chunk_log2);
   std::uint32_t k = pick_free_run(tables, pages, cur.run);
+  if (k != detail::kRuns) {
+    // A retired run's pages were punched: allocate their file blocks again
+    // before the table is written (a full filesystem: no migration now). A
+    // starter that then loses the directory CAS leaves them allocated in a
+    // FREE run, which the next table to take that run uses.
+    const RunGeom g = tables.geom(k);
+    if (!arena.reserve_range(g.start(), g.bytes())) return false;
+  }
   if (k == detail::kRuns) {
     // Carve a new run into an unused run slot (reserved first, so a carver
     // killed midway is found by recovery: RunGeom::reserving).

@@ -63,9 +63,19 @@ std::uint32_t entries_in_use(SegmentHeader* header) noexcept {
   return n > kRegistryEntries ? kRegistryEntries : static_cast<std::uint32_t>(n);
 }
 
-std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, std::string_view segment) {
+std::uint32_t attach(Mapping& m, Owner me) {
+  SegmentHeader* const header = m.header();
+  RegistryEntry* const entries = m.registry();
+  const std::string_view segment = m.name;
+  // Entries below the mark were reserved by whoever claimed them first.
+  const std::uint32_t reserved_below = entries_in_use(header);
   for (std::uint32_t index = 0; index < kRegistryEntries; ++index) {
     RegistryEntry& e = entries[index];
+    if (index >= reserved_below) {
+      const std::uint64_t at = m.fixed.registry_offset + std::uint64_t{index} * sizeof(RegistryEntry);
+      if (const int err = m.reserve(at, sizeof(RegistryEntry)); err != 0)
+        throw_system(segment, "reserving the file blocks of registry entry " + std::to_string(index), err);
+    }
     std::uint64_t expected = 0;
     // Relaxed pre-check keeps the scan from writing to taken entries.
     if (atom(e.owner).load(std::memory_order_relaxed) != 0) continue;

@@ -29,6 +29,8 @@
 
 namespace shmap::detail {
 
+struct Mapping;
+
 // This process's identity as an owner word (recomputed after fork).
 Owner self_owner() noexcept;
 // Changes in every forked child; a handle compares it to notice it was inherited.
@@ -37,8 +39,10 @@ std::uint64_t fork_epoch() noexcept;
 // Claims a free entry (lowest first) for `me`. Returns the entry index;
 // throws errc::too_many_processes when every entry is taken. Lock-free.
 // Refuses (errc::busy, entry released again) while a live process runs
-// repair(); a dead repairer's mark is cleared.
-std::uint32_t attach(SegmentHeader* header, RegistryEntry* entries, Owner me, std::string_view segment);
+// repair(); a dead repairer's mark is cleared. An entry at or past
+// entries_in_use() has its page's file blocks allocated before it is read
+// (a full filesystem is an Error with ENOSPC, never a SIGBUS).
+std::uint32_t attach(Mapping& m, Owner me);
 bool owner_alive(Owner o) noexcept;
 // Releases entry `index` if `owner` still owns it. Lock-free.
 void detach(RegistryEntry* entries, std::uint32_t index, Owner owner) noexcept;

@@ -102,7 +102,12 @@ std::vector<std::uint32_t> require_alone(Map::Impl& m, std::uint32_t mine) {
   std::string others;
   std::vector<std::uint32_t> dead;
   // Every entry, not only those below entries_used: an attacher raises that
-  // mark after its claim.
+  // mark after its claim. Their pages are reserved first (a read of a hole
+  // would allocate a page, and a full filesystem would fault).
+  if (const int err = m.mapping.reserve(m.mapping.fixed.registry_offset,
+                                        std::uint64_t{detail::kRegistryEntries} * sizeof(detail::RegistryEntry));
+      err != 0)
+    detail::throw_system(m.mapping.name, "reserving the registry's file blocks", err);
   for (std::uint32_t i = 0; i < detail::kRegistryEntries; ++i) {
     // Site M2, seq_cst: see the file comment.
     const detail::Owner o{atom(m.registry[i].owner).load(std::memory_order_seq_cst)};
@@ -142,9 +147,21 @@ FsckReport Map::repair() {
   if (top < detail::kArenaFirstOffset || top > m.arena.bytes() || top % 8 != 0)
     detail::throw_error(errc::corrupt, m.mapping.name, "arena bump offset out of range; repair cannot rebuild it");
 
+  // The reservation mark must cover the carved range and lie within the
+  // arena (fsck reports either as damage): allocate the carved range's file
+  // blocks (cheap where they are) and move a damaged mark to the bump offset.
+  const std::uint64_t reserved = atom(m.header->arena_reserved).load(std::memory_order_relaxed);
+  if (reserved < top || reserved > m.arena.bytes()) {
+    if (!m.arena.reserve_range(0, top))
+      detail::throw_error(errc::corrupt, m.mapping.name,
+                          "the arena's reservation mark is damaged and the filesystem has no room to reserve the " +
+                              std::to_string(top) + " carved bytes again");
+    atom(m.header->arena_reserved).store(top, std::memory_order_relaxed);
+  }
+
   // A chunk claimed at the bump offset whose claimer died before advancing
   // it (recovery normally finishes that): take it into the carved range.
-  if (top < m.arena.bytes()) {
+  if (top < m.arena.reserved()) {
     const std::uint64_t w = atom(m.arena.block(top / 8)[0]).load(std::memory_order_relaxed);
     if (detail::CarveClaim::is_claim(w) && !detail::CarveClaim::is_run(w) &&
         detail::CarveClaim::bytes_of(w, top) <= m.arena.bytes() - top) {

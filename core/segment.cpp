@@ -147,6 +147,12 @@ Geometry plan(std::string_view name, const Options& opts, std::uint64_t fs_bytes
   return g;
 }
 
+// Arena bytes whose file blocks create allocates: the first table and the
+// first kReserveAheadBytes of records (all of a smaller arena).
+std::uint64_t initial_reserve(const Geometry& g) {
+  return std::min(g.arena_bytes, kFirstRunOffset + g.run_pages * kPageBytes + kReserveAheadBytes);
+}
+
 void init_header(SegmentHeader* h, const Geometry& g, const Options& opts) {
   HeaderFixed& f = h->fixed;
   f.magic = kMagic;
@@ -179,6 +185,7 @@ void init_header(SegmentHeader* h, const Geometry& g, const Options& opts) {
       .store(RunState::make(RunState::table, 0, std::uint32_t(g.min_log2)).raw, std::memory_order_relaxed);
   atom(h->tables).store(TablesWord::stable(0, 0, std::uint32_t(g.min_log2)).raw, std::memory_order_relaxed);
   atom(h->arena_bytes).store(g.arena_bytes, std::memory_order_relaxed);
+  atom(h->arena_reserved).store(initial_reserve(g), std::memory_order_relaxed);
   atom(h->arena_top.value).store(kFirstRunOffset + g.run_pages * kPageBytes, std::memory_order_relaxed);
   // Release: orders every header store above before READY. Pairs with the
   // acquire load of `state` in validate_header() (for in-place initializers; our
@@ -398,6 +405,17 @@ int Mapping::grow_file(std::uint64_t end) noexcept {
   return ::ftruncate(fd, static_cast<off_t>(end)) == 0 ? 0 : errno;
 }
 
+int Mapping::reserve(std::uint64_t offset, std::uint64_t bytes) noexcept {
+  if (bytes == 0) return 0;
+  const std::uint64_t unit = std::max<std::uint64_t>(granule, kPageBytes);
+  const std::uint64_t from = offset / unit * unit, to = round_up(offset + bytes, unit);
+  for (;;) {
+    if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from), static_cast<off_t>(to - from)) == 0) return 0;
+    if (errno == EINTR) continue;
+    return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : errno;
+  }
+}
+
 int Mapping::punch(std::uint64_t offset, std::uint64_t bytes) noexcept {
   const std::uint64_t unit = std::max<std::uint64_t>(granule, kPageBytes);
   const std::uint64_t from = round_up(offset, unit);
@@ -451,15 +469,15 @@ Mapping create_segment(std::string_view name, const Options& opts) {
     throw_system(name, "statvfs('" + dir + "')", errno);
   }
   const Geometry g = plan(name, opts, std::uint64_t(fs.f_blocks) * fs.f_frsize);
-  // Checked against the space free now: pages are committed on touch, and a
-  // full filesystem would kill the writer touching a new page with SIGBUS.
-  // (Other files can still fill it later; see the caveats in docs/api.md.)
+  // Checked against the space free now, so that an arena_bytes the
+  // filesystem cannot hold is refused at once. The pages themselves are
+  // reserved as they are needed (fallocate, ahead of carving): when other
+  // files fill the filesystem later, writers get full_arena, not SIGBUS.
   const std::uint64_t fs_free = std::uint64_t(fs.f_bavail) * fs.f_frsize;
   if (fs.f_blocks != 0 && g.total_bytes > fs_free)
     throw_error(errc::invalid_argument, name,
                 "needs " + std::to_string(g.total_bytes) + " bytes but the filesystem at '" + dir + "' has only " +
-                    std::to_string(fs_free) + " free (pages are committed on touch; a full filesystem would kill " +
-                    "writers with SIGBUS)");
+                    std::to_string(fs_free) + " free");
 
   // An unnamed file first; a uniquely named temporary where O_TMPFILE is unsupported.
   std::string temp_path;
@@ -488,6 +506,18 @@ Mapping create_segment(std::string_view name, const Options& opts) {
   }
   m.granule = granule_of(m.fd);
   m.fixed.max_bytes = g.max_bytes;
+  // The header, the first table and the first records get their file blocks
+  // now, so no later touch of them can fault for want of space (registry
+  // entries are reserved as they are first claimed: registry.cpp).
+  int reserve_err = m.reserve(0, kHeaderBytes);
+  if (reserve_err == 0) reserve_err = m.reserve(kArenaOffset, initial_reserve(g));
+  if (reserve_err != 0) {
+    drop_temp();
+    throw_system(name,
+                 "reserving the header, the first index table and " + std::to_string(kReserveAheadBytes) +
+                     " arena bytes in '" + dir + "' (fallocate)",
+                 reserve_err);
+  }
   try {
     reserve_and_map(m, g.total_bytes);
   } catch (...) {

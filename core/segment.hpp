@@ -75,6 +75,12 @@ struct Mapping {
   // (fallocate of its last granule; never shrinks it). 0, or the errno (ENOSPC:
   // the filesystem is full).
   int grow_file(std::uint64_t end) noexcept;
+  // Allocates the file blocks of [offset, offset + bytes) (fallocate, file
+  // size kept), widened to whole granules, so that touching those pages can
+  // never fault for want of space. 0, or the errno (ENOSPC: the filesystem is
+  // full). 0 also where the filesystem has no fallocate: pages are then
+  // committed on touch, as without this call.
+  int reserve(std::uint64_t offset, std::uint64_t bytes) noexcept;
   // Returns the pages of [offset, offset + bytes) to the filesystem (hole
   // punch; the range then reads as zeros). 0, or the errno.
   int punch(std::uint64_t offset, std::uint64_t bytes) noexcept;

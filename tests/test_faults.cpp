@@ -607,6 +607,7 @@ TEST_CASE(
   const std::set<std::string> migration_points = {
       "announce: stored, directory not yet re-read",
       "grow: file extended, size not yet raised",
+      "reserve: blocks allocated, mark not yet raised",
       "run: claimed, bump offset not yet advanced",
       "run: bump offset advanced, not yet installed",
       "migrate: run slot reserved, not yet carved",

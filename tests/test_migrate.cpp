@@ -278,14 +278,18 @@ TEST_CASE("stats and info report the table generation, a running migration and r
   CHECK_FALSE(s.migrating);
 }
 
-TEST_CASE("a segment of layout version 2 is refused with version_mismatch") {
-  SegmentGuard g;
-  { Map m = Map::create(g.name(), small_options()); }
-  edit_header(g.file(), [](shmap::detail::SegmentHeader& h) { h.fixed.layout_version = 2; });
-  REQUIRE_SHMAP_ERROR(Map::open(g.name()), shmap::errc::version_mismatch, g.name());
-  const auto e = error_of([&] { (void)Map::open(g.name()); });
-  REQUIRE(e.has_value());
-  CHECK(std::string(e->what()).find("layout version 2, this library reads version 3") != std::string::npos);
+TEST_CASE("segments of layout versions 2 and 3 are refused with version_mismatch") {
+  // 2: before online migration; 3: before the arena's reservation mark.
+  for (const std::uint32_t old : {2u, 3u}) {
+    SegmentGuard g;
+    { Map m = Map::create(g.name(), small_options()); }
+    edit_header(g.file(), [&](shmap::detail::SegmentHeader& h) { h.fixed.layout_version = old; });
+    REQUIRE_SHMAP_ERROR(Map::open(g.name()), shmap::errc::version_mismatch, g.name());
+    const auto e = error_of([&] { (void)Map::open(g.name()); });
+    REQUIRE(e.has_value());
+    CHECK(std::string(e->what()).find("layout version " + std::to_string(old) + ", this library reads version 4") !=
+          std::string::npos);
+  }
 }
 
 // ------------------------------------------------------------------ fsck on forged migration states

@@ -49,4 +49,5 @@ shmap_add_catch_suite(shmap_proc_tests procs 120
   ${CMAKE_CURRENT_LIST_DIR}/test_procs.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_registry.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_repair.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/test_grow_procs.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/test_grow_procs.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_space.cpp)

@@ -114,8 +114,9 @@ struct Options {
   std::uint64_t capacity = 1u << 16;
   // Bytes of arena for records at creation (besides the first index table).
   // 0 derives 256 bytes per key of capacity (at least 1 MiB). The arena grows
-  // past it as records need room. The file is sparse: tmpfs and files commit
-  // only the pages that are touched.
+  // past it as records need room. The file is sparse: arena pages are
+  // allocated from the filesystem (fallocate) 64 KiB ahead of use, so a full
+  // filesystem is full_arena; index tables are allocated whole.
   std::uint64_t arena_bytes = 0;
   // The largest the segment file may grow to, in bytes (rounded up to 2 MiB;
   // at most the 32 GiB arena plus the header and registry). 0: the size of
