@@ -2,7 +2,7 @@
 //
 //   0. Directory: the tables word names runs that hold its tables; every run
 //      lies in the carved arena, page aligned, overlapping no other; a run
-//      being carved has a live carver; run states are FREE, TABLE(g) for
+//      being carved has a live (or dead, unrecovered) carver; run states are FREE, TABLE(g) for
 //      the current, next or a past (not yet retired) table, or RETIRING.
 //   1. Index, in the current table and (while migrating) the next: each slot
 //      word is EMPTY, LIVE, DELETED or a frozen form; frozen words only in a
@@ -18,14 +18,19 @@
 //   2. Free lists: every registry entry's heap (one list per size class) and
 //      every pooled batch: each node in bounds, free (odd generation), of its
 //      list's class, not also reachable, on one list only, no cycle; each
-//      quiet entry's length hints right. An entry whose process died and
-//      that is not yet recovered is a violation.
-//   3. Arena: the reachable, free and held blocks (those a live writer's
-//      intents name) and the index runs, sorted by offset, must not overlap
-//      and must lie below the bump offset; the carved bytes they do not cover
-//      are reported as leaked. A claim at the bump offset needs a live carver.
-//   4. Counters: the entries' live shares against the index's live keys, and
-//      their carved shares per class against reachable + free + held.
+//      quiet entry's length hints right. An entry whose process died (or
+//      exited) attached and that is not yet recovered is no violation: it is
+//      counted (dead_entries), and what its intents hold is what recover()
+//      would return (recoverable_bytes).
+//   3. Arena: the reachable, free and held blocks (those a writer's intents
+//      name: in flight for a live one, recoverable for a dead one) and the
+//      index runs, sorted by offset, must not overlap and must lie below the
+//      bump offset; the carved bytes they do not cover are reported as
+//      leaked. A claim at the bump offset needs a carver (live or dead).
+//   4. Counters: the entries' live shares against the index's live keys
+//      (off by at most one per dead entry caught in a slot update, which
+//      recovery settles), and their carved shares per class against
+//      reachable + free + held.
 // Exact on a quiet map. With writers running, counters can be off by the
 // operations in flight.
 #include "fsck.hpp"
@@ -78,7 +83,10 @@ class Checker {
   std::vector<std::uint64_t> carved_per_class_ = std::vector<std::uint64_t>(detail::kClasses, 0);
   std::unordered_set<std::uint64_t> seen_;                         // refs on a list or held
   std::uint64_t live_share_ = 0;                                   // sum (wrapping) of the entries' live shares
-  std::pair<std::uint64_t, std::uint64_t> in_flight_chunk_{0, 0};  // {offset, bytes} a live carver is cutting
+  std::pair<std::uint64_t, std::uint64_t> in_flight_chunk_{0, 0};  // {offset, bytes} a carver is cutting
+  bool in_flight_dead_ = false;                                    // that carver is dead (its chunk is recoverable)
+  bool recoverable_ = false;                                       // held blocks being added belong to a dead entry
+  std::uint64_t dead_updaters_ = 0;  // dead entries with a slot intent (each may owe one live share)
 
   void violation(const std::string& what) {
     r_.ok = false;
@@ -87,7 +95,8 @@ class Checker {
   }
 
   std::uint64_t load(std::uint64_t& w) const {
-    // Relaxed: fsck reads a snapshot; a record it reads is re-validated by its generation below.
+    // Relaxed: fsck reads a snapshot and publishes nothing; with writers
+    // running it is weakly consistent (see the file comment).
     return atom(w).load(std::memory_order_relaxed);
   }
 
@@ -132,8 +141,9 @@ class Checker {
       if (g.is_reserving()) {
         const std::uint32_t j = g.reserver();
         const detail::Owner o{j < detail::kRegistryEntries ? load(m_.registry[j].owner) : 0};
-        if (o.is_free() || !detail::owner_alive(o))
-          violation(where + ": reserved by registry entry " + std::to_string(j) + ", which is not a live writer");
+        // A dead reserver's slot is given back by recovering its entry.
+        if (o.is_free())
+          violation(where + ": reserved by registry entry " + std::to_string(j) + ", which is not attached");
         continue;
       }
       if (!m_.tables.geom(k).is_set()) {
@@ -322,7 +332,7 @@ class Checker {
     blocks_.push_back({ref * 8, bytes, cls, false});
     if (held) {
       ++held_per_class_[cls];
-      r_.held_bytes += bytes;
+      (recoverable_ ? r_.recoverable_bytes : r_.held_bytes) += bytes;
     } else {
       ++free_per_class_[cls];
       ++r_.free_blocks;
@@ -365,7 +375,8 @@ class Checker {
     return n;
   }
 
-  // A block a live thread's intent holds (not on any list): in flight, not leaked.
+  // A block a thread's intent holds (not on any list): in flight (a live
+  // thread) or recoverable (a dead one), not leaked.
   void held_block(std::uint64_t ref) {
     if (!m_.arena.in_bounds(ref, 16) || reachable_refs_.count(ref)) return;
     const std::uint32_t cls = detail::block_class(load(m_.arena.block(ref)[0]));
@@ -379,9 +390,11 @@ class Checker {
       detail::RegistryEntry& r = m_.registry[e];
       const detail::Owner o{load(r.owner)};
       const bool dead = !o.is_free() && !detail::owner_alive(o);
-      if (dead)
-        violation("registry entry " + std::to_string(e) + ": pid " + std::to_string(o.pid()) +
-                  " died attached and is not yet recovered (run recover)");
+      if (dead) ++r_.dead_entries;
+      // An intent recovery could not act on is damage, whoever holds it.
+      if (!o.is_free() && load(r.x_kind) > std::uint64_t(detail::Exchange::run_carved))
+        violation("registry entry " + std::to_string(e) + ": its exchange intent names no step (kind " +
+                  std::to_string(load(r.x_kind)) + ")");
       const bool quiet = load(r.op_slot) == 0 && load(r.pending) == 0 && load(r.freeing) == 0 && load(r.x_kind) == 0;
       for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
         const std::string where = "free list of entry " + std::to_string(e) + ", class " + std::to_string(c) + " (" +
@@ -395,31 +408,6 @@ class Checker {
         carved_per_class_[c] += detail::atom32(r.carved[c]).load(std::memory_order_relaxed);
       }
       live_share_ += load(r.live);
-      if (quiet || dead || o.is_free()) continue;
-      // A live writer mid-step: what its intents hold is in flight.
-      if (const std::uint64_t p = load(r.pending)) held_block(p & 0xffffffffu);
-      if (const std::uint64_t f = load(r.freeing)) held_block(f & 0xffffffffu);
-      if (load(r.op_slot) != 0) {
-        // Between its CAS and `freeing`, the record it unlinked is held by the slot intent.
-        const SlotWord ex{load(r.op_expected)}, de{load(r.op_desired)};
-        if (ex.has_record() && ex.ref() != de.ref()) held_block(ex.ref());
-      }
-      const auto kind = static_cast<detail::Exchange>(load(r.x_kind));
-      const std::uint64_t ref = load(r.x_ref);
-      if (kind == detail::Exchange::carve || kind == detail::Exchange::carved) {
-        in_flight_chunk_ = {ref * 8, load(r.x_gen)};
-      } else if (kind == detail::Exchange::run_carve || kind == detail::Exchange::run_carved) {
-        // A run being claimed for an index table: in flight until it is in runs[].
-        bool listed = false;
-        for (const Block& b : runs_) listed = listed || b.offset == ref * 8;
-        if (!listed)
-          in_flight_chunk_ = {ref * 8, detail::CarveClaim::bytes_of(detail::RunClaim::make(0, load(r.x_gen)), ref * 8)};
-      } else if (kind == detail::Exchange::take || kind == detail::Exchange::donate) {
-        for (std::uint64_t b = ref, k = 0; b != 0 && k < detail::kBatchBlocks && m_.arena.in_bounds(b, 16); ++k) {
-          held_block(b);
-          b = load(m_.arena.block(b)[1]);
-        }
-      }
     }
     for (std::uint32_t c = 0; c < detail::kClasses; ++c) {
       for (std::uint32_t i = 0; i < detail::kPoolCells; ++i) {
@@ -437,6 +425,47 @@ class Checker {
              "pooled batch in cell " + std::to_string(i) + " of class " + std::to_string(c), false);
       }
     }
+    // Then the intents, after every list and pooled batch is known: a block an
+    // intent names that is also on a list or in a cell (a donation placed, a
+    // take done) is counted there once.
+    for (std::uint32_t e = 0; e < n; ++e) {
+      detail::RegistryEntry& r = m_.registry[e];
+      const detail::Owner o{load(r.owner)};
+      const bool dead = !o.is_free() && !detail::owner_alive(o);
+      const bool quiet = load(r.op_slot) == 0 && load(r.pending) == 0 && load(r.freeing) == 0 && load(r.x_kind) == 0;
+      if (quiet || o.is_free()) continue;
+      // A writer mid-step: what its intents hold is in flight (live), or
+      // what recover() will return (dead).
+      recoverable_ = dead;
+      if (dead && load(r.op_slot) != 0) ++dead_updaters_;
+      if (const std::uint64_t p = load(r.pending)) held_block(p & 0xffffffffu);
+      if (const std::uint64_t f = load(r.freeing)) held_block(f & 0xffffffffu);
+      if (load(r.op_slot) != 0) {
+        // Between its CAS and `freeing`, the record it unlinked is held by the slot intent.
+        const SlotWord ex{load(r.op_expected)}, de{load(r.op_desired)};
+        if (ex.has_record() && ex.ref() != de.ref()) held_block(ex.ref());
+      }
+      const auto kind = static_cast<detail::Exchange>(load(r.x_kind));
+      const std::uint64_t ref = load(r.x_ref);
+      if (kind == detail::Exchange::carve || kind == detail::Exchange::carved) {
+        in_flight_chunk_ = {ref * 8, load(r.x_gen)};
+        in_flight_dead_ = dead;
+      } else if (kind == detail::Exchange::run_carve || kind == detail::Exchange::run_carved) {
+        // A run being claimed for an index table: in flight until it is in runs[].
+        bool listed = false;
+        for (const Block& b : runs_) listed = listed || b.offset == ref * 8;
+        if (!listed) {
+          in_flight_chunk_ = {ref * 8, detail::CarveClaim::bytes_of(detail::RunClaim::make(0, load(r.x_gen)), ref * 8)};
+          in_flight_dead_ = dead;
+        }
+      } else if (kind == detail::Exchange::take || kind == detail::Exchange::donate) {
+        for (std::uint64_t b = ref, k = 0; b != 0 && k < detail::kBatchBlocks && m_.arena.in_bounds(b, 16); ++k) {
+          held_block(b);
+          b = load(m_.arena.block(b)[1]);
+        }
+      }
+    }
+    recoverable_ = false;
   }
 
   void check_arena() {
@@ -461,17 +490,21 @@ class Checker {
     if (top < std::min(reserved, m_.arena.bytes())) {
       const std::uint64_t w = load(m_.arena.block(top / 8)[0]);
       if (detail::CarveClaim::is_claim(w) && !(in_flight_chunk_.first == top))
-        violation("a carve claim at the bump offset (" + std::to_string(top) + ") has no live carver");
+        violation("a carve claim at the bump offset (" + std::to_string(top) + ") has no carver");
+      // A dead carver's chunk, claimed but not yet past the bump offset:
+      // recovery advances the offset and cuts it onto the entry's list.
+      else if (detail::CarveClaim::is_claim(w) && in_flight_dead_ && !detail::CarveClaim::is_run(w))
+        r_.recoverable_bytes += std::min(detail::CarveClaim::bytes_of(w, top), m_.arena.bytes() - top);
     }
     if (in_flight_chunk_.second != 0 && in_flight_chunk_.first < top) {
-      // A live thread cutting a chunk: its bytes are in flight.
+      // A thread cutting a chunk: its bytes are in flight (or recoverable).
       std::uint64_t from = in_flight_chunk_.first, to = std::min(top, from + in_flight_chunk_.second);
       for (const Block& b : blocks_) {
         if (b.offset >= from && b.offset < to) from = std::max(from, b.offset + b.bytes);
       }
       if (to > from) {
         blocks_.push_back({from, to - from, 0, false});
-        r_.held_bytes += to - from;
+        (in_flight_dead_ ? r_.recoverable_bytes : r_.held_bytes) += to - from;
       }
     }
     std::sort(blocks_.begin(), blocks_.end(), [](const Block& a, const Block& b) { return a.offset < b.offset; });
@@ -491,7 +524,10 @@ class Checker {
   }
 
   void check_counters() {
-    if (live_share_ != r_.live_keys)
+    // A dead writer caught between its slot CAS and its share update owes
+    // one share, which recovering it settles.
+    const std::uint64_t off = live_share_ - r_.live_keys;  // wrapping
+    if (off != 0 && std::min(off, 0 - off) > dead_updaters_)
       violation("live-key shares sum to " + std::to_string(static_cast<std::int64_t>(live_share_)) +
                 ", the index has " + std::to_string(r_.live_keys) + " live slots");
     for (std::uint32_t c = 0; c < detail::kClasses; ++c) {

@@ -442,6 +442,6 @@ TEST_CASE("fsck reports overlapping index runs and a run state that disagrees wi
           break;
         }
     });
-    CHECK(mentions(fsck_of(g.name()), "which is not a live writer"));
+    CHECK(mentions(fsck_of(g.name()), "which is not attached"));
   }
 }

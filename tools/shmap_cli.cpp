@@ -396,6 +396,11 @@ int cmd_fsck(const Command& cmd, const ParsedArgs& a) {
   std::printf("carved           %llu bytes\n", static_cast<unsigned long long>(r.carved_bytes));
   std::printf("in flight        %llu bytes\n", static_cast<unsigned long long>(r.held_bytes));
   std::printf("leaked           %llu bytes\n", static_cast<unsigned long long>(r.leaked_bytes));
+  if (r.dead_entries != 0)
+    std::printf(
+        "dead attached    %u entries, %llu bytes to return (not damage: shmap recover %s, or any "
+        "writable open, recovers them)\n",
+        r.dead_entries, static_cast<unsigned long long>(r.recoverable_bytes), map.name().c_str());
   for (const std::string& v : r.violations) std::printf("violation: %s\n", v.c_str());
   if (r.violation_count > r.violations.size())
     std::printf("... and %llu more violations\n",
@@ -522,9 +527,10 @@ const std::vector<Command>& commands() {
        .details = "Walks the index and the arena and checks every invariant: slot words,\n"
                   "record bounds and generations, fingerprints, no duplicate keys, the probe\n"
                   "invariant, every thread's free lists and the pool, the counter shares,\n"
-                  "and that every carved arena byte is reachable, free, or held by a live\n"
-                  "writer's intent (the rest is reported as leaked). A process that died\n"
-                  "attached and is not yet recovered is a violation (`shmap recover`).\n"
+                  "and that every carved arena byte is reachable, free, or held by a\n"
+                  "writer's intent (the rest is reported as leaked). A process that died or\n"
+                  "exited attached is no violation: a \"dead attached\" line says what\n"
+                  "`shmap recover` (or any writable open) will return.\n"
                   "Prints a summary and one line per violation. Exact on a quiet map.\n"
                   "Maps the segment read-only.\n"
                   "--repair first rebuilds the free lists and counters from the index (for\n"

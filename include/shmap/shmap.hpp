@@ -206,8 +206,13 @@ struct FsckReport {
   std::uint64_t free_bytes = 0;
   std::uint64_t held_bytes = 0;    // bytes a live writer's intent holds (in flight)
   std::uint64_t carved_bytes = 0;  // bytes cut from the arena
-  // Carved bytes neither reachable, free nor held: blocks a killed writer
-  // held until recover() returns them.
+  // Registry entries of processes that died or exited attached, not yet
+  // recovered: no violation (recover(), or any writable open, recovers them).
+  std::uint32_t dead_entries = 0;
+  // Bytes their intents hold (blocks mid-allocation, mid-free or in a batch
+  // in transfer, a chunk being cut): what recovering them returns.
+  std::uint64_t recoverable_bytes = 0;
+  // Carved bytes neither reachable, free, held nor recoverable: damage.
   std::uint64_t leaked_bytes = 0;
 };
 
