@@ -343,6 +343,24 @@ void Arena::help_bump(std::uint64_t top) {
   atom(header_->arena_top.value).compare_exchange_strong(top, top + size, std::memory_order_relaxed);
 }
 
+bool Arena::bump_word_free(std::uint64_t top) {
+  // Acquire: see help_bump.
+  const std::uint64_t w = atom(block(top / 8)[0]).load(std::memory_order_acquire);
+  if (w == 0) return true;
+  // Another carver's claim: advance the bump offset for it, then retry.
+  if (CarveClaim::is_claim(w)) {
+    help_bump(top);
+    return false;
+  }
+  // A cut block: our `top` is stale (a claimer advances the bump offset
+  // before it cuts, and the acquire load above makes that visible). If the
+  // bump offset really is still here, the bytes past it are damaged.
+  // Relaxed: compared only; ordered after the acquire load above.
+  if (atom(header_->arena_top.value).load(std::memory_order_relaxed) == top)
+    corrupt("the word at the arena bump offset is neither zero nor a carve claim", top / 8);
+  return false;
+}
+
 bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
   RegistryEntry& e = entries_[ei];
   const std::uint64_t block_bytes = size_class_bytes(cls);
@@ -359,21 +377,7 @@ bool Arena::carve(std::uint32_t ei, std::uint32_t cls) {
     if (!reserve(top + size)) return false;  // before the claim word's page is touched
     if (!in_bounds(top / 8, size)) corrupt("the arena is not mapped where its size says it is", top / 8);
     std::uint64_t* claim = block(top / 8);
-    // Acquire: see help_bump.
-    if (const std::uint64_t w = atom(claim[0]).load(std::memory_order_acquire); w != 0) {
-      // Another carver's claim: advance the bump offset for it, then retry.
-      if (CarveClaim::is_claim(w)) {
-        help_bump(top);
-        continue;
-      }
-      // A cut block: our `top` is stale (a claimer advances the bump offset
-      // before it cuts, and the acquire load above makes that visible). If
-      // the bump offset really is still here, the bytes past it are damaged.
-      // Relaxed: compared only; ordered after the acquire load above.
-      if (atom(header_->arena_top.value).load(std::memory_order_relaxed) == top)
-        corrupt("the word at the arena bump offset is neither zero nor a carve claim", top / 8);
-      continue;
-    }
+    if (!bump_word_free(top)) continue;
     // Relaxed: our own counter share.
     const std::uint32_t carved_after = atom32(e.carved[cls]).load(std::memory_order_relaxed) + n;
     atom(e.x_ref).store(top / 8, std::memory_order_relaxed);
@@ -419,17 +423,7 @@ bool Arena::carve_run(std::uint32_t ei, std::uint32_t slot, std::uint64_t pages)
     if (!reserve(end)) return false;  // before the claim word's page is touched
     if (!in_bounds(top / 8, end - top)) corrupt("the arena is not mapped where its size says it is", top / 8);
     std::uint64_t* claim = block(top / 8);
-    // Acquire: see help_bump.
-    if (const std::uint64_t w = atom(claim[0]).load(std::memory_order_acquire); w != 0) {
-      if (CarveClaim::is_claim(w)) {
-        help_bump(top);
-        continue;
-      }
-      // Relaxed: as in carve().
-      if (atom(header_->arena_top.value).load(std::memory_order_relaxed) == top)
-        corrupt("the word at the arena bump offset is neither zero nor a claim", top / 8);
-      continue;
-    }
+    if (!bump_word_free(top)) continue;
     atom(e.x_ref).store(top / 8, std::memory_order_relaxed);
     atom(e.x_gen).store(pages, std::memory_order_relaxed);
     atom(e.x_cls).store(slot, std::memory_order_relaxed);

@@ -167,6 +167,10 @@ class Arena {
 
  private:
   bool in_bounds_slow(std::uint64_t ref, std::uint64_t bytes) const noexcept;
+  // True if the word at the bump offset `top` (reserved and mapped) is 0, so
+  // a claim may be tried there; false to retry (another carver's claim,
+  // helped past; or a stale `top`). Throws corrupt on anything else.
+  bool bump_word_free(std::uint64_t top);
 
   Mapping* mapping_ = nullptr;
   SegmentHeader* header_ = nullptr;

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -568,5 +569,28 @@ class StartGate {
   int ready_[2] = {-1, -1};
   int go_[2] = {-1, -1};
 };
+
+// Forks n children that each open `name`, wait at the gate, then run
+// body(child index, map) and exit with its result; returns their exit codes
+// and, if `seconds` is given, the seconds from the release to the last exit.
+template <class F>
+std::vector<int> run_children(int n, const std::string& name, F&& body, double* seconds = nullptr) {
+  StartGate gate;
+  std::vector<pid_t> pids;
+  for (int c = 0; c < n; ++c) {
+    pids.push_back(spawn([&, c]() -> int {
+      shmap::Map m = shmap::Map::open(name);
+      if (!gate.child_wait()) return 90;
+      return body(c, m);
+    }));
+  }
+  const bool released = gate.release_when_ready(n);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int> codes;
+  for (pid_t p : pids) codes.push_back(wait_child(p));
+  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(released);
+  return codes;
+}
 
 }  // namespace shmap_test

@@ -34,22 +34,9 @@ std::string value(int p, int i) {
 // release to the last exit.
 template <class F>
 std::pair<std::vector<int>, double> race(int n, const std::string& name, F&& body) {
-  StartGate gate;
-  std::vector<pid_t> pids;
-  for (int c = 0; c < n; ++c) {
-    pids.push_back(spawn([&, c]() -> int {
-      Map m = Map::open(name);
-      if (!gate.child_wait()) return 90;
-      return body(c, m);
-    }));
-  }
-  const bool released = gate.release_when_ready(n);
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<int> codes;
-  for (pid_t p : pids) codes.push_back(wait_child(p));
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  CHECK(released);
-  return {codes, s};
+  double seconds = 0;
+  std::vector<int> codes = run_children(n, name, std::forward<F>(body), &seconds);
+  return {codes, seconds};
 }
 
 }  // namespace

@@ -40,26 +40,6 @@ std::vector<T> unpack(const std::string& s) {
   return v;
 }
 
-// Forks n children that each open `name`, wait at the gate, then run
-// body(child index, map) and exit with its result; returns their exit codes.
-template <class F>
-std::vector<int> run_children(int n, const std::string& name, F&& body) {
-  StartGate gate;
-  std::vector<pid_t> pids;
-  for (int c = 0; c < n; ++c) {
-    pids.push_back(spawn([&, c]() -> int {
-      Map m = Map::open(name);
-      if (!gate.child_wait()) return 90;
-      return body(c, m);
-    }));
-  }
-  const bool released = gate.release_when_ready(n);
-  std::vector<int> codes;
-  for (pid_t p : pids) codes.push_back(wait_child(p));
-  CHECK(released);
-  return codes;
-}
-
 }  // namespace
 
 TEST_CASE("forked processes racing to create one name: exactly one wins and the others get already_exists") {
