@@ -85,9 +85,11 @@ bool Arena::in_bounds_slow(std::uint64_t ref, std::uint64_t bytes) const noexcep
   if (ref == 0 || off < kArenaFirstOffset || off > size || bytes > size - off) return false;
   if (!mapping_->ensure_mapped(mapping_->fixed.arena_offset + off + bytes)) return false;
   const std::uint64_t lim = std::min(size, mapping_->mapped() - mapping_->fixed.arena_offset);
-  // Relaxed: process-local; only raised (a racing raise to a smaller value is
-  // harmless: the next miss comes back here).
-  std::atomic_ref<std::uint64_t>(limit_).store(lim, std::memory_order_relaxed);
+  // Release: process-local; orders this thread's mmap of the range (or its
+  // acquire of mapped()) before any thread's use of the bound (the acquire
+  // loads in in_bounds). A racing raise to a smaller value is harmless: the
+  // next miss comes back here.
+  std::atomic_ref<std::uint64_t>(limit_).store(lim, std::memory_order_release);
   return true;
 }
 

@@ -135,9 +135,9 @@ class Arena {
   // the new part.
   bool in_bounds(std::uint64_t ref, std::uint64_t bytes) const noexcept {
     const std::uint64_t off = ref * 8;
-    // Relaxed: a process-local bound, raised only after the range is mapped
-    // (and re-checked by the slow path).
-    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_relaxed);
+    // Acquire: pairs with the release store in in_bounds_slow, after the
+    // range was mapped (a plain load on x86-64); re-checked by the slow path.
+    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_acquire);
     if (ref != 0 && off >= kArenaFirstOffset && off <= lim && bytes <= lim - off) return true;
     return in_bounds_slow(ref, bytes);
   }
@@ -145,8 +145,8 @@ class Arena {
   // compare while this process has mapped more than a largest record (the
   // unsigned differences wrap for ref 0 and offsets below the first record).
   bool record_in_bounds(std::uint64_t ref, std::uint64_t bytes) const noexcept {
-    // Relaxed: as in in_bounds.
-    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_relaxed);
+    // Acquire: as in in_bounds.
+    const std::uint64_t lim = std::atomic_ref<std::uint64_t>(limit_).load(std::memory_order_acquire);
     if (lim > kArenaFirstOffset + kMaxRecordBytes && ref * 8 - kArenaFirstOffset <= lim - kArenaFirstOffset - bytes)
         [[likely]]
       return true;

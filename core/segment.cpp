@@ -27,6 +27,7 @@
 #include "segment.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -41,6 +42,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -370,10 +372,32 @@ Mapping::~Mapping() {
   release();
 }
 
+namespace {
+
+// Serializes the growth of this process's mappings (the slow path of
+// ensure_mapped, a few times per doubling of the arena): two threads that
+// both saw the old size would otherwise map the same range twice. Mapping it
+// again over itself is harmless to the kernel (the same file pages), but a
+// concurrent reader of that range is then reading memory that is being
+// replaced, which ThreadSanitizer reports and no contract should rely on.
+// Process-local; never held across a step in shared memory. Taken around
+// fork() so that a child never inherits it locked.
+std::mutex g_map_growth;
+const bool g_map_growth_atfork = [] {
+  return ::pthread_atfork([] { g_map_growth.lock(); }, [] { g_map_growth.unlock(); }, [] { g_map_growth.unlock(); }) ==
+         0;
+}();
+
+}  // namespace
+
 bool Mapping::ensure_mapped(std::uint64_t end) noexcept {
+  (void)g_map_growth_atfork;
   std::uint64_t have = mapped();
   if (end <= have) return true;
   if (end > reserved) return false;
+  const std::lock_guard<std::mutex> serial(g_map_growth);
+  have = mapped();  // another thread may have mapped it meanwhile
+  if (end <= have) return true;
   struct stat st {};
   if (::fstat(fd, &st) != 0) return false;
   const auto file = static_cast<std::uint64_t>(st.st_size) / kPageBytes * kPageBytes;

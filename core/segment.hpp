@@ -68,8 +68,8 @@ struct Mapping {
   std::uint64_t mapped() const noexcept { return mapped_.load(std::memory_order_acquire); }
   // Maps the file up to at least byte `end` (at most the reserve). False if
   // the file is shorter than `end` (it was truncated underneath us) or the
-  // mapping fails. Lock-free: concurrent callers map the same pages again
-  // (MAP_FIXED over the same file range is idempotent).
+  // mapping fails. The fast path (already mapped) is one load; growing the
+  // mapping is serialized by a process-local mutex, so a range is mapped once.
   bool ensure_mapped(std::uint64_t end) noexcept;
   // Makes the file at least `end` bytes long without committing its pages
   // (fallocate of its last granule; never shrinks it). 0, or the errno (ENOSPC:
